@@ -1,0 +1,187 @@
+// The loop around the update rules: dtype dispatch, the segment table, threads and SIMD.
+//
+// A step updates a table of segments: one segment per parameter array, each with its gradient,
+// its state buffers and a row of per-step scalars. The elements of all segments are split among
+// the threads as one range, so a step over thousands of small arrays runs in one parallel
+// region, and a single flat buffer is the table of one segment.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "rules.h"
+#include "storage.h"
+#include "threads.h"
+
+// The SIMD loop is compiled for AVX-512, AVX2 and baseline x86-64 and the best one the CPU runs
+// is picked when the module loads (GCC function multi-versioning), so that a portable build runs
+// at native speed (bench/README.md). Elsewhere it is compiled once, for the build's target.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
+    defined(__GLIBC__) && !defined(PYOPTIM_NO_CLONES)
+#define PYOPTIM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PYOPTIM_CLONES
+#endif
+
+namespace pyoptim {
+
+enum class DType { kFloat32, kFloat64, kFloat16, kBFloat16 };
+
+template <class S>
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<S, float>) return DType::kFloat32;
+  if constexpr (std::is_same_v<S, double>) return DType::kFloat64;
+  if constexpr (std::is_same_v<S, Half>) return DType::kFloat16;
+  if constexpr (std::is_same_v<S, BFloat16>) return DType::kBFloat16;
+}
+
+struct DTypes {
+  DType param, grad, state;
+  bool operator==(const DTypes&) const = default;
+};
+
+template <class P, class G, class S>
+struct Combination {
+  using Param = P;
+  using Grad = G;
+  using State = S;
+  static constexpr DTypes dtypes{dtype_of<P>(), dtype_of<G>(), dtype_of<S>()};
+};
+
+// The supported (param, grad, state) storage combinations: the grad is the param's type or
+// float32, the state float32 or the param's type. The only list of them in C++.
+using Combinations = std::tuple<
+    Combination<float, float, float>,
+    Combination<double, double, double>, Combination<double, double, float>,
+    Combination<double, float, double>, Combination<double, float, float>,
+    Combination<Half, Half, float>, Combination<Half, Half, Half>,
+    Combination<Half, float, float>, Combination<Half, float, Half>,
+    Combination<BFloat16, BFloat16, float>, Combination<BFloat16, BFloat16, BFloat16>,
+    Combination<BFloat16, float, float>, Combination<BFloat16, float, BFloat16>>;
+
+// Calls f.template operator()<C>() for the combination C that has these dtypes; false if none.
+template <class F>
+bool dispatch_dtypes(DTypes dtypes, F&& f) {
+  return [&]<class... C>(std::type_identity<std::tuple<C...>>) {
+    return ((dtypes == C::dtypes && (f.template operator()<C>(), true)) || ...);
+  }(std::type_identity<Combinations>{});
+}
+
+// Calls f.template operator()<F>() with the runtime bit mask as a compile-time constant.
+template <unsigned Count, class F>
+void dispatch_flags(unsigned flags, F&& f) {
+  [&]<unsigned... mask>(std::integer_sequence<unsigned, mask...>) {
+    ((flags == mask && (f.template operator()<mask>(), true)) || ...);
+  }(std::make_integer_sequence<unsigned, Count>{});
+}
+
+inline constexpr int kMaxStates = 3;
+
+struct Segment {
+  void* param;
+  const void* grad;
+  std::array<void*, kMaxStates> state;  // nullptr where a step does not touch the slot
+  std::int64_t size;
+  std::int64_t row;  // the row of per-step scalars this segment uses
+};
+
+// The elementwise loop over n elements of one segment: widen, update, round back.
+//
+// The state values are separate locals, not an array: under `omp simd` GCC turns each local into
+// a per-lane array, and an array of states would become a strided one that does not vectorize.
+template <class Rule, unsigned F, class P, class G, class S>
+PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, S* const* state,
+                                 std::int64_t n,
+                                 const typename Rule::template Scalars<opmath_t<P>>* scalars) {
+  using T = opmath_t<P>;
+  constexpr int K = static_cast<int>(Rule::state_names.size());
+  static_assert(K >= 1 && K <= kMaxStates);
+  const auto s = *scalars;
+  S* const state0 = state[0];
+  S* const state1 = K > 1 ? state[1] : nullptr;
+  S* const state2 = K > 2 ? state[2] : nullptr;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    T p = load<T>(param[i]);
+    T s0 = T(0), s1 = T(0), s2 = T(0);
+    if constexpr (Rule::reads(F, 0)) s0 = load<T>(state0[i]);
+    if constexpr (K > 1 && Rule::reads(F, 1)) s1 = load<T>(state1[i]);
+    if constexpr (K > 2 && Rule::reads(F, 2)) s2 = load<T>(state2[i]);
+    if constexpr (K == 1) Rule::template update<F>(p, load<T>(grad[i]), s0, s);
+    if constexpr (K == 2) Rule::template update<F>(p, load<T>(grad[i]), s0, s1, s);
+    if constexpr (K == 3) Rule::template update<F>(p, load<T>(grad[i]), s0, s1, s2, s);
+    param[i] = store<P>(p);
+    if constexpr (Rule::writes(F, 0)) state0[i] = store<S>(s0);
+    if constexpr (K > 1 && Rule::writes(F, 1)) state1[i] = store<S>(s1);
+    if constexpr (K > 2 && Rule::writes(F, 2)) state2[i] = store<S>(s2);
+  }
+}
+
+template <class Rule, unsigned F, class C>
+void run_segments(const std::vector<Segment>& segments, const double* scalar_rows, std::int64_t rows) {
+  using P = typename C::Param;
+  using G = typename C::Grad;
+  using S = typename C::State;
+  using T = opmath_t<P>;
+  constexpr int K = static_cast<int>(Rule::state_names.size());
+  constexpr std::int64_t fields = Rule::scalar_names.size();
+
+  // per-step scalars: float64 from the host, cast once to the compute type
+  std::vector<typename Rule::template Scalars<T>> scalars;
+  scalars.reserve(rows);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    scalars.push_back(Rule::template cast_scalars<T>(scalar_rows + r * fields));
+  }
+
+  std::vector<std::int64_t> offsets(segments.size() + 1, 0);
+  for (std::size_t k = 0; k < segments.size(); ++k) offsets[k + 1] = offsets[k] + segments[k].size;
+
+  parallel_for(offsets.back(), [&](std::int64_t begin, std::int64_t end) {
+    std::size_t k = std::upper_bound(offsets.begin(), offsets.end(), begin) - offsets.begin() - 1;
+    for (; k < segments.size() && offsets[k] < end; ++k) {
+      const Segment& seg = segments[k];
+      const std::int64_t lo = std::max(begin, offsets[k]) - offsets[k];
+      const std::int64_t hi = std::min(end, offsets[k + 1]) - offsets[k];
+      if (hi <= lo) continue;
+      S* state[K];
+      for (int j = 0; j < K; ++j) {
+        state[j] = seg.state[j] ? static_cast<S*>(seg.state[j]) + lo : nullptr;
+      }
+      update_range<Rule, F, P, G, S>(static_cast<P*>(seg.param) + lo,
+                                     static_cast<const G*>(seg.grad) + lo, state, hi - lo,
+                                     &scalars[seg.row]);
+    }
+  });
+}
+
+// One step of Rule over a table of segments that share dtypes and flags. The caller has checked
+// the buffers (bindings.cpp). Returns false for an unsupported dtype combination.
+template <class Rule>
+bool step(DTypes dtypes, unsigned flags, const std::vector<Segment>& segments,
+          const double* scalar_rows, std::int64_t rows) {
+  return dispatch_dtypes(dtypes, [&]<class C>() {
+    dispatch_flags<1u << Rule::flag_names.size()>(flags, [&]<unsigned F>() {
+      run_segments<Rule, F, C>(segments, scalar_rows, rows);
+    });
+  });
+}
+
+#define PYOPTIM_DECLARE_STEP(Rule)                                                          \
+  extern template bool step<Rule>(DTypes, unsigned, const std::vector<Segment>&, const double*, \
+                                  std::int64_t);
+#define PYOPTIM_DEFINE_STEP(Rule)                                                             \
+  template bool step<Rule>(DTypes, unsigned, const std::vector<Segment>&, const double*, \
+                           std::int64_t);
+
+PYOPTIM_DECLARE_STEP(Sgd)
+PYOPTIM_DECLARE_STEP(Adagrad)
+PYOPTIM_DECLARE_STEP(Rmsprop)
+PYOPTIM_DECLARE_STEP(Adam)
+
+}  // namespace pyoptim

@@ -1,0 +1,6 @@
+// Instantiates the Rmsprop step for every supported dtype combination and flag mask.
+#include "kernels.h"
+
+namespace pyoptim {
+PYOPTIM_DEFINE_STEP(Rmsprop)
+}  // namespace pyoptim

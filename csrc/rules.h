@@ -1,0 +1,188 @@
+// The update rules: one small function per optimizer, the math of one element.
+//
+// Each rule reads line for line like its function in pyoptim/reference.py, which is the
+// specification (equations, defaults, torch.optim conventions). The operations and their order
+// are those of the reference, so that with floating-point contraction off (see CMakeLists.txt)
+// the results are the reference's to the last bit. Per-step scalars arrive precomputed (in
+// float64 on the host, by pyoptim/_spec.py) and already cast to the compute type T.
+//
+// A rule declares:
+//   name, state_names        the torch state names, in the order the state buffers are passed
+//   flag_names, k<Flag>      options that change which operations run; a step's flags are a
+//                            compile-time bit mask F, so an unused option costs nothing
+//   reads(F, k), writes(F, k) which state buffers a step with flags F touches
+//   Scalars<T>, scalar_names the per-step scalars (PYOPTIM_SCALARS below)
+//   update<F>(param, grad, <one reference per state buffer>, s)
+#pragma once
+
+#include <array>
+#include <cmath>
+
+namespace pyoptim {
+
+// Declares the struct Scalars<T> with one T member per name in LIST, the same names as a string
+// array (the order in which pyoptim/_spec.py passes the values) and the cast from float64.
+#define PYOPTIM_SCALAR_MEMBER(name) T name;
+#define PYOPTIM_SCALAR_NAME(name) #name,
+#define PYOPTIM_SCALAR_CAST(name) s.name = static_cast<T>(*values++);
+#define PYOPTIM_SCALARS(LIST)                                        \
+  template <class T>                                                 \
+  struct Scalars {                                                   \
+    LIST(PYOPTIM_SCALAR_MEMBER)                                      \
+  };                                                                 \
+  static constexpr std::array scalar_names{LIST(PYOPTIM_SCALAR_NAME)}; \
+  template <class T>                                                 \
+  static Scalars<T> cast_scalars(const double* values) {             \
+    Scalars<T> s;                                                    \
+    LIST(PYOPTIM_SCALAR_CAST)                                        \
+    return s;                                                        \
+  }
+
+// torch.lerp(a, b, w) for a scalar weight w in [0, 1]. torch uses two formulas, each exact at its
+// own end: a + w*(b - a) for w < 0.5, else b - (b - a)*(1 - w). The second equals b + (w - 1)*(b - a)
+// to the bit (1 - w and w - 1 are exact negatives), so both are base + c*(b - a) with a choice of
+// base and c that depends on w alone: no branch on an element, which keeps the loop vectorized.
+template <class T>
+inline T lerp(T a, T b, T w) {
+  const bool small = w < T(0.5);
+  const T c = w - T(!small);  // w, or w - 1 (w - 0 is exactly w)
+  return (small ? a : b) + c * (b - a);
+}
+
+// torch.maximum / np.maximum: NaN in either argument gives NaN. (| rather than || evaluates both
+// comparisons, so that GCC if-converts the select.)
+template <class T>
+inline T maximum(T a, T b) {
+  return ((a != a) | (a > b)) ? a : b;
+}
+
+struct Sgd {
+  static constexpr const char* name = "sgd";
+  static constexpr std::array state_names{"momentum_buffer"};
+  static constexpr std::array flag_names{"weight_decay", "momentum", "nesterov", "first_step"};
+  enum : unsigned { kWeightDecay = 1u, kMomentum = 2u, kNesterov = 4u, kFirstStep = 8u };
+  static constexpr bool reads(unsigned f, int) { return (f & kMomentum) && !(f & kFirstStep); }
+  static constexpr bool writes(unsigned f, int) { return f & kMomentum; }
+
+#define PYOPTIM_SGD_SCALARS(X) X(grad_factor) X(weight_decay) X(momentum) X(one_minus_dampening) X(lr)
+  PYOPTIM_SCALARS(PYOPTIM_SGD_SCALARS)
+#undef PYOPTIM_SGD_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& momentum_buffer, const Scalars<T>& s) {
+    grad = s.grad_factor * grad;                                     // -g if maximize
+    if constexpr (F & kWeightDecay) grad = grad + s.weight_decay * param;
+    if constexpr (F & kMomentum) {
+      if constexpr (F & kFirstStep) {
+        momentum_buffer = grad;                                      // b = g on the first step
+      } else {
+        momentum_buffer = momentum_buffer * s.momentum + s.one_minus_dampening * grad;
+      }
+      if constexpr (F & kNesterov) {
+        grad = grad + s.momentum * momentum_buffer;
+      } else {
+        grad = momentum_buffer;
+      }
+    }
+    param = param - s.lr * grad;
+  }
+};
+
+struct Adagrad {
+  static constexpr const char* name = "adagrad";
+  static constexpr std::array state_names{"sum"};
+  static constexpr std::array flag_names{"weight_decay"};
+  enum : unsigned { kWeightDecay = 1u };
+  static constexpr bool reads(unsigned, int) { return true; }
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_ADAGRAD_SCALARS(X) X(grad_factor) X(weight_decay) X(clr) X(eps)
+  PYOPTIM_SCALARS(PYOPTIM_ADAGRAD_SCALARS)
+#undef PYOPTIM_ADAGRAD_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& sum, const Scalars<T>& s) {
+    grad = s.grad_factor * grad;                                     // -g if maximize
+    if constexpr (F & kWeightDecay) grad = grad + s.weight_decay * param;
+    sum = sum + grad * grad;
+    param = param - s.clr * grad / (std::sqrt(sum) + s.eps);         // clr: lr with lr_decay
+  }
+};
+
+struct Rmsprop {
+  static constexpr const char* name = "rmsprop";
+  static constexpr std::array state_names{"square_avg", "momentum_buffer", "grad_avg"};
+  static constexpr std::array flag_names{"weight_decay", "centered", "momentum"};
+  enum : unsigned { kWeightDecay = 1u, kCentered = 2u, kMomentum = 4u };
+  static constexpr bool reads(unsigned f, int k) {
+    return k == 0 || (k == 1 && (f & kMomentum)) || (k == 2 && (f & kCentered));
+  }
+  static constexpr bool writes(unsigned f, int k) { return reads(f, k); }
+
+#define PYOPTIM_RMSPROP_SCALARS(X) \
+  X(grad_factor) X(weight_decay) X(alpha) X(one_minus_alpha) X(eps) X(momentum) X(lr)
+  PYOPTIM_SCALARS(PYOPTIM_RMSPROP_SCALARS)
+#undef PYOPTIM_RMSPROP_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& square_avg, T& momentum_buffer, T& grad_avg,
+                     const Scalars<T>& s) {
+    grad = s.grad_factor * grad;                                     // -g if maximize
+    if constexpr (F & kWeightDecay) grad = grad + s.weight_decay * param;
+    square_avg = square_avg * s.alpha + s.one_minus_alpha * grad * grad;
+    T avg;
+    if constexpr (F & kCentered) {
+      grad_avg = lerp(grad_avg, grad, s.one_minus_alpha);
+      avg = std::sqrt(square_avg - grad_avg * grad_avg);
+    } else {
+      avg = std::sqrt(square_avg);
+    }
+    avg = avg + s.eps;
+    if constexpr (F & kMomentum) {
+      momentum_buffer = momentum_buffer * s.momentum + grad / avg;
+      param = param - s.lr * momentum_buffer;
+    } else {
+      param = param - s.lr * grad / avg;
+    }
+  }
+};
+
+// Adam, and AdamW as Adam with decoupled weight decay (as torch.optim does).
+struct Adam {
+  static constexpr const char* name = "adam";
+  static constexpr std::array state_names{"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+  static constexpr std::array flag_names{"weight_decay", "decoupled_weight_decay", "amsgrad"};
+  enum : unsigned { kWeightDecay = 1u, kDecoupled = 2u, kAmsgrad = 4u };
+  static constexpr bool reads(unsigned f, int k) { return k < 2 || (f & kAmsgrad); }
+  static constexpr bool writes(unsigned f, int k) { return reads(f, k); }
+
+#define PYOPTIM_ADAM_SCALARS(X)                                                       \
+  X(grad_factor) X(weight_decay) X(decay_factor) X(one_minus_beta1) X(beta2) X(one_minus_beta2) \
+  X(step_size) X(bias_correction2_sqrt) X(eps)
+  PYOPTIM_SCALARS(PYOPTIM_ADAM_SCALARS)
+#undef PYOPTIM_ADAM_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq,
+                     const Scalars<T>& s) {
+    grad = s.grad_factor * grad;                                     // -g if maximize
+    if constexpr (F & kWeightDecay) {
+      if constexpr (F & kDecoupled) {
+        param = param * s.decay_factor;                              // p *= 1 - lr*wd (AdamW)
+      } else {
+        grad = grad + s.weight_decay * param;                        // L2 (Adam)
+      }
+    }
+    exp_avg = lerp(exp_avg, grad, s.one_minus_beta1);                // first moment
+    exp_avg_sq = exp_avg_sq * s.beta2 + s.one_minus_beta2 * grad * grad;  // second moment
+    T second_moment = exp_avg_sq;
+    if constexpr (F & kAmsgrad) {
+      max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq);
+      second_moment = max_exp_avg_sq;
+    }
+    const T denom = std::sqrt(second_moment) / s.bias_correction2_sqrt + s.eps;
+    param = param - s.step_size * exp_avg / denom;                   // step_size = lr / (1 - beta1^t)
+  }
+};
+
+}  // namespace pyoptim

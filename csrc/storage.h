@@ -1,0 +1,107 @@
+// Storage types of the buffers and their conversion to the type the math runs in.
+//
+// float and double are stored as themselves. float16 and bfloat16 are stored as 16-bit patterns
+// and computed in float ("opmath", as in PyTorch): load widens exactly, store rounds to nearest
+// even, as NumPy's and ml_dtypes' astype do. The conversions are written with integer and plain
+// float operations only, without branches, so that they vectorize under every instruction set.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <type_traits>
+
+namespace pyoptim {
+
+struct Half {
+  std::uint16_t bits;
+};
+struct BFloat16 {
+  std::uint16_t bits;
+};
+
+template <class S>
+struct OpmathOf {
+  using type = S;
+};
+template <>
+struct OpmathOf<Half> {
+  using type = float;
+};
+template <>
+struct OpmathOf<BFloat16> {
+  using type = float;
+};
+// The type an element stored as S is computed in.
+template <class S>
+using opmath_t = typename OpmathOf<S>::type;
+
+inline float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t magnitude = h & 0x7fffu;
+  // exponent and mantissa moved into a float's place; multiplying by 2^112 rebiases the exponent
+  // (15 -> 127) and normalizes subnormals, exactly
+  const std::uint32_t scaled =
+      std::bit_cast<std::uint32_t>(std::bit_cast<float>(magnitude << 13) * 0x1p112f);
+  // infinity and NaN: the exponent becomes all ones
+  const std::uint32_t special = magnitude >= 0x7c00u ? 0x7f800000u : 0u;
+  return std::bit_cast<float>(sign | scaled | special);
+}
+
+inline std::uint16_t float_to_half(float f) {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  const std::uint32_t magnitude = x & 0x7fffffffu;
+  // |f|'s float exponent, at least that of 2^-14 (the half subnormals share it)
+  const std::uint32_t exponent = std::max(magnitude >> 23, 113u);
+  // a float 2^13 times larger, whose ulp is the half ulp at that exponent: the addition rounds |f|
+  // to a half to nearest even, and the sum's low bits count |f| in half ulps
+  const float magic = std::bit_cast<float>((exponent + 13u) << 23);
+  const std::uint32_t ulps = std::bit_cast<std::uint32_t>(std::bit_cast<float>(magnitude) + magic) -
+                             std::bit_cast<std::uint32_t>(magic);
+  // half exponent and mantissa (a carry out of the mantissa moves into the exponent)
+  const std::uint32_t h = ((exponent - 113u) << 10) + ulps;
+  // 65520 and above give infinity; NaN stays a (quiet) NaN. No branch on a float result, so
+  // that GCC if-converts and vectorizes the loop around it.
+  return static_cast<std::uint16_t>(sign | std::min(h, 0x7c00u) |
+                                    (magnitude > 0x7f800000u ? 0x0200u : 0u));
+}
+
+inline float bfloat16_to_float(std::uint16_t b) {
+  return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
+}
+
+inline std::uint16_t float_to_bfloat16(float f) {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+  const std::uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // to nearest even
+  const bool nan = (x & 0x7fffffffu) > 0x7f800000u;
+  return static_cast<std::uint16_t>(nan ? ((x >> 16) | 0x0040u) : rounded);
+}
+
+// Widen a stored element to the compute type T.
+template <class T, class S>
+inline T load(S x) {
+  if constexpr (std::is_same_v<S, Half>) {
+    return static_cast<T>(half_to_float(x.bits));
+  } else if constexpr (std::is_same_v<S, BFloat16>) {
+    return static_cast<T>(bfloat16_to_float(x.bits));
+  } else {
+    return static_cast<T>(x);
+  }
+}
+
+// Round a computed value to the storage type S (to nearest even).
+template <class S, class T>
+inline S store(T x) {
+  if constexpr (std::is_same_v<S, Half>) {
+    static_assert(std::is_same_v<T, float>, "16-bit values are computed in float");
+    return Half{float_to_half(x)};
+  } else if constexpr (std::is_same_v<S, BFloat16>) {
+    static_assert(std::is_same_v<T, float>, "16-bit values are computed in float");
+    return BFloat16{float_to_bfloat16(x)};
+  } else {
+    return static_cast<S>(x);
+  }
+}
+
+}  // namespace pyoptim

@@ -1,0 +1,49 @@
+// Threading: how many threads a step uses and how a range of elements is split among them.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pyoptim {
+
+// The thread count of pyoptim's parallel regions: set_num_threads(n), by default OpenMP's
+// (OMP_NUM_THREADS when set, else the number of cores).
+int num_threads();
+void set_num_threads(int n);
+
+// Each thread gets at least this many elements: below it a step runs serially, because starting
+// a parallel region costs more than the elements save (bench/threshold.py measures it).
+inline constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 15;
+
+// Thread ranges begin at multiples of this many elements, so that two threads never write into
+// the same cache line of a buffer.
+inline constexpr std::int64_t kGrain = 64;
+
+// Calls body(begin, end) on contiguous ranges that cover [0, n), one range per thread. The split
+// only decides who computes an element, never how: results do not depend on the thread count.
+template <class Body>
+void parallel_for(std::int64_t n, const Body& body) {
+  const std::int64_t wanted = std::min<std::int64_t>(num_threads(), n / kMinElementsPerThread);
+  if (wanted <= 1) {
+    body(std::int64_t{0}, n);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(static_cast<int>(wanted))
+  {
+    const std::int64_t threads = omp_get_num_threads();
+    const std::int64_t chunk = ((n + threads - 1) / threads + kGrain - 1) / kGrain * kGrain;
+    const std::int64_t begin = std::min(n, chunk * omp_get_thread_num());
+    const std::int64_t end = std::min(n, begin + chunk);
+    if (begin < end) body(begin, end);
+  }
+#else
+  body(std::int64_t{0}, n);
+#endif
+}
+
+}  // namespace pyoptim

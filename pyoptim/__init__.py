@@ -1,0 +1,46 @@
+"""pyoptim: compiled optimizer steps for large flat parameter buffers.
+
+The update loops of SGD, Adagrad, RMSprop, Adam and AdamW, with torch.optim's math and names, as
+C++ OpenMP-SIMD kernels (and Numba CUDA kernels), behind one functional API that takes the arrays
+you already have (NumPy, PyTorch, CuPy...) and updates them in place, zero-copy.
+
+    pyoptim.functional   one step on your arrays: sgd, adagrad, rmsprop, adam, adamw
+    pyoptim.reference    the NumPy reference: the specification of the math
+"""
+
+from __future__ import annotations
+
+from . import functional, reference
+from ._cpu import available as _cpu_available
+from ._cpu import core as _core_module
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "functional",
+    "reference",
+    "get_num_threads",
+    "set_num_threads",
+    "available_backends",
+    "__version__",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of threads pyoptim's CPU kernels use (default: OMP_NUM_THREADS, else the
+    number of cores). Results do not depend on it: they are bit-identical for any count."""
+    _core_module().set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads pyoptim's CPU kernels use."""
+    return _core_module().get_num_threads()
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here: 'numpy' always, 'cpu' with the compiled extension,
+    'cuda' with numba-cuda and a GPU (or its simulator)."""
+    backends = ["numpy"]
+    if _cpu_available():
+        backends.append("cpu")
+    return backends

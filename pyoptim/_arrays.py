@@ -1,0 +1,105 @@
+"""Where an array lives, and a zero-copy NumPy view of a host array.
+
+Host arrays are NumPy arrays, PyTorch CPU tensors and any object exposing the buffer protocol,
+``__array_interface__`` or a CPU ``__dlpack__``: each becomes a NumPy view of the same memory,
+never a copy (an update applied to a copy would be lost). Device arrays expose
+``__cuda_array_interface__`` (CuPy, Numba, PyTorch CUDA tensors), or are arrays of Numba's CUDA
+simulator (``__cuda_ndarray__``); they are passed on untouched to the CUDA backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HOST = "cpu"
+DEVICE = "cuda"
+
+_KINDS = (
+    "a NumPy array, a PyTorch tensor, a CuPy or Numba CUDA array, or an object exposing the "
+    "buffer protocol, __array_interface__, __dlpack__ or __cuda_array_interface__"
+)
+
+_DLPACK_CPU = 1
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "device") and hasattr(x, "dtype")
+
+
+def _has_cuda_interface(x) -> bool:
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except Exception:  # a property that raises (e.g. a tensor on another device)
+        return False
+
+
+def is_device_array(x) -> bool:
+    if _is_torch(x):
+        return x.device.type == "cuda"
+    return bool(getattr(x, "__cuda_ndarray__", False)) or _has_cuda_interface(x)
+
+
+def _torch_to_numpy(t, name):
+    import ml_dtypes
+    import torch
+
+    if t.device.type != "cpu":
+        raise TypeError(f"{name}: a PyTorch tensor on device {t.device} is not supported")
+    t = t.detach()  # the update is written into the tensor's memory, outside autograd
+    if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: view the bits, then as ml_dtypes'
+        return np.from_dlpack(t.view(torch.int16)).view(ml_dtypes.bfloat16)
+    try:
+        return np.from_dlpack(t)
+    except (TypeError, RuntimeError, BufferError) as e:
+        raise TypeError(f"{name}: cannot view this tensor without a copy ({e})") from None
+
+
+def host_view(x, name: str) -> np.ndarray:
+    """A NumPy array sharing x's memory (x itself if it is one)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_torch(x):
+        return _torch_to_numpy(x, name)
+    if isinstance(x, (list, tuple, dict, set, str, bytes, int, float, complex, bool)) or x is None:
+        raise TypeError(f"{name}: expected an array ({_KINDS}), got {type(x).__name__}")
+    if hasattr(x, "__array_interface__") or _has_buffer(x):
+        try:
+            view = np.asarray(x, copy=False) if np.lib.NumpyVersion(np.__version__) >= "2.0.0" \
+                else np.asarray(x)
+        except ValueError as e:
+            raise TypeError(f"{name}: cannot view {type(x).__name__} without a copy ({e})") from None
+        return view
+    if hasattr(x, "__dlpack__"):
+        device_type = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else _DLPACK_CPU
+        if device_type != _DLPACK_CPU:
+            raise TypeError(
+                f"{name}: a __dlpack__ array on device type {device_type} has no "
+                "__cuda_array_interface__; pass a CuPy, Numba or PyTorch array"
+            )
+        return np.from_dlpack(x)
+    raise TypeError(f"{name}: expected an array ({_KINDS}), got {type(x).__name__}")
+
+
+def _has_buffer(x) -> bool:
+    try:
+        memoryview(x)
+    except TypeError:
+        return False
+    return True
+
+
+def placement(arrays: dict) -> str:
+    """HOST or DEVICE for a call's arrays; refuses a mix of the two."""
+    if all(type(x) is np.ndarray for x in arrays.values()):
+        return HOST
+    on_device = {name: is_device_array(x) for name, x in arrays.items()}
+    if all(on_device.values()):
+        return DEVICE
+    if not any(on_device.values()):
+        return HOST
+    device = next(n for n, d in on_device.items() if d)
+    host = next(n for n, d in on_device.items() if not d)
+    raise TypeError(
+        f"{device} is a GPU array but {host} is a host array; all arrays of a step must be on "
+        "the same device (no implicit transfer)"
+    )

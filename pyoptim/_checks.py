@@ -1,0 +1,80 @@
+"""Buffer checks for the backends that are not the C++ one (NumPy reference, CUDA).
+
+The C++ module checks its own inputs (csrc/bindings.cpp) with the same rules and messages: every
+array of a supported dtype and combination, C-contiguous, the written ones writeable, each of its
+param's shape, and no two sharing memory. Checks run before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _spec
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """What the checks need to know of one array, on any device."""
+
+    name: str
+    dtype: str  # numpy dtype name, e.g. 'float32', 'bfloat16'
+    shape: tuple
+    contiguous: bool
+    writeable: bool
+    address: int
+    nbytes: int
+
+
+def check(opt_name: str, param: Buffer, grad: Buffer, states: list[Buffer]) -> None:
+    where = f"{opt_name}:"
+    for b in (param, grad, *states):
+        if b.dtype not in _spec.SUPPORTED_DTYPES:
+            raise TypeError(
+                f"{where} {b.name} has dtype {b.dtype}; supported dtypes are float32, float64, "
+                "float16 and bfloat16"
+            )
+        if not b.contiguous:
+            raise ValueError(
+                f"{where} {b.name} is not C-contiguous; pass a contiguous array (an update "
+                "applied to a contiguous copy would not reach this one)"
+            )
+    for b in (param, *states):
+        if not b.writeable:
+            raise ValueError(f"{where} {b.name} is read-only; it is updated in place")
+    for b in (grad, *states):
+        if b.shape != param.shape:
+            raise ValueError(
+                f"{where} {b.name} has shape {b.shape}, but {param.name} has shape {param.shape}"
+            )
+    state_dtype = states[0].dtype if states else param.dtype
+    for b in states[1:]:
+        if b.dtype != state_dtype:
+            raise TypeError(
+                f"{where} {b.name} has dtype {b.dtype}, but the other state buffers are "
+                f"{state_dtype}"
+            )
+    if (param.dtype, grad.dtype, state_dtype) not in _spec.DTYPE_COMBINATIONS:
+        raise TypeError(
+            f"{where} unsupported dtypes (param {param.dtype}, grad {grad.dtype}, state "
+            f"{state_dtype}); supported (param, grad, state): {_spec.supported_dtypes_text()}"
+        )
+    extents = sorted((b.address, b.address + b.nbytes, b.name)
+                     for b in (param, grad, *states) if b.nbytes > 0)
+    for (_, end, first), (start, _, second) in zip(extents, extents[1:]):
+        if start < end:
+            raise ValueError(
+                f"{where} {first} and {second} share memory; every param, grad and state buffer "
+                "must be distinct"
+            )
+
+
+def host_buffer(name, array) -> Buffer:
+    return Buffer(
+        name=name,
+        dtype=array.dtype.name if array.dtype.byteorder != ">" else "big-endian " + array.dtype.name,
+        shape=tuple(array.shape),
+        contiguous=bool(array.flags.c_contiguous),
+        writeable=bool(array.flags.writeable),
+        address=array.__array_interface__["data"][0],
+        nbytes=array.nbytes,
+    )

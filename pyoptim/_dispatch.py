@@ -1,0 +1,66 @@
+"""From a functional call to a backend: checks, device and backend choice, conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _arrays, _checks, _cpu, _spec, reference
+
+BACKENDS = ("cpu", "cuda", "numpy")
+
+
+def _choose_backend(backend, placement):
+    if backend is None:
+        return "cuda" if placement == _arrays.DEVICE else "cpu"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS} or None")
+    if (backend == "cuda") != (placement == _arrays.DEVICE):
+        where = "GPU" if placement == _arrays.DEVICE else "host"
+        raise ValueError(f"backend={backend!r} cannot update {where} arrays")
+    return backend
+
+
+def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: dict, backend):
+    """Checks a functional call (hp holds every hyperparameter of opt), then runs one step of opt
+    on the chosen backend."""
+    opt.check(hp)
+    step = _spec.check_step(step)
+    needed = opt.needed_states(hp)
+    missing = [name for name in needed if states.get(name) is None]
+    if missing:
+        active = [f for f, on in opt.active_flags(hp, step).items() if on and f != "first_step"]
+        because = f" with {', '.join(active)}" if active else ""
+        raise ValueError(
+            f"{opt.name}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required"
+            f"{because} but was not given"
+        )
+    arrays = {"param": param, "grad": grad, **{name: states[name] for name in needed}}
+    placement = _arrays.placement(arrays)
+    backend = _choose_backend(backend, placement)
+    if backend == "cuda":
+        from . import _cuda  # noqa: PLC0415 (imports numba only when a GPU array comes)
+
+        _cuda.functional_step(opt, arrays, step, hp)
+        return
+    views = {name: x if type(x) is np.ndarray else _arrays.host_view(x, name)
+             for name, x in arrays.items()}
+    if backend == "numpy":
+        _checks.check(
+            opt.name,
+            _checks.host_buffer("param", views["param"]),
+            _checks.host_buffer("grad", views["grad"]),
+            [_checks.host_buffer(name, views[name]) for name in needed],
+        )
+        getattr(reference, opt.name)(
+            views["param"], views["grad"], **{name: views[name] for name in needed}, step=step,
+            **hp
+        )
+        return
+    _cpu.step(
+        opt,
+        opt.flag_mask(hp, step),
+        [views["param"]],
+        [views["grad"]],
+        {name: [views[name]] for name in needed},
+        opt.scalars(hp, step),
+    )

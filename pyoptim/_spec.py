@@ -1,0 +1,377 @@
+"""What every backend shares about each optimizer.
+
+For each optimizer: its hyperparameters with torch.optim's names and defaults, their checks, the
+state buffers its options need, the flags the compiled kernels are specialized on, and the per-step
+scalars. The scalars are computed here, once per call, in float64 (Python floats), exactly as
+torch.optim computes them; each backend casts them once to its compute dtype (float32 for float16,
+bfloat16 and float32 params, float64 for float64 params) before its loop. The field order of each
+``*Scalars`` tuple is the order the C++ and CUDA kernels read them in (checked by a test).
+
+The equations themselves are in pyoptim.reference.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple
+
+# The supported (param, grad, state) dtype combinations: the grad is the param's dtype or float32,
+# the state float32 or the param's dtype; 16-bit values are computed in float32.
+DTYPE_COMBINATIONS: tuple[tuple[str, str, str], ...] = (
+    ("float32", "float32", "float32"),
+    ("float64", "float64", "float64"),
+    ("float64", "float64", "float32"),
+    ("float64", "float32", "float64"),
+    ("float64", "float32", "float32"),
+    ("float16", "float16", "float32"),
+    ("float16", "float16", "float16"),
+    ("float16", "float32", "float32"),
+    ("float16", "float32", "float16"),
+    ("bfloat16", "bfloat16", "float32"),
+    ("bfloat16", "bfloat16", "bfloat16"),
+    ("bfloat16", "float32", "float32"),
+    ("bfloat16", "float32", "bfloat16"),
+)
+SUPPORTED_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def supported_dtypes_text() -> str:
+    """'(float32, float32, float32), (float64, float64 or float32, float64 or float32), ...'"""
+    parts = []
+    for param in SUPPORTED_DTYPES:
+        grads = [g for p, g, _ in DTYPE_COMBINATIONS if p == param]
+        states = [s for p, _, s in DTYPE_COMBINATIONS if p == param]
+        grads = list(dict.fromkeys(grads))
+        states = list(dict.fromkeys(states))
+        parts.append(f"({param}, {' or '.join(grads)}, {' or '.join(states)})")
+    return ", ".join(parts)
+
+
+def default_state_dtype(param_dtype: str) -> str:
+    """float32 for 16-bit params (their state would lose the small updates), else the param's."""
+    return "float32" if param_dtype in ("float16", "bfloat16") else param_dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameter checks (torch.optim's rules; the message names the argument and the value)
+
+
+def _real(name: str, value: Any) -> float:
+    if type(value) is float or type(value) is int:  # the common case, without the ABC check
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _at_least_zero(name: str, value: Any) -> None:
+    if not 0.0 <= _real(name, value):  # also refuses NaN
+        raise ValueError(f"invalid {name}={value!r}: expected a value >= 0")
+
+
+def _betas(betas: Any) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for index, beta in enumerate(betas):
+        if not 0.0 <= _real(f"betas[{index}]", beta) < 1.0:
+            raise ValueError(f"invalid betas[{index}]={beta!r}: expected a value in [0, 1)")
+
+
+def check_step(step: Any) -> int:
+    """step is the 1-based number of this update."""
+    if isinstance(step, bool):
+        raise TypeError("step must be an integer >= 1, got bool")
+    try:
+        step = operator.index(step)
+    except TypeError:
+        raise TypeError(f"step must be an integer >= 1, got {type(step).__name__}") from None
+    if step < 1:
+        raise ValueError(f"invalid step={step}: expected the 1-based number of this update (>= 1)")
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-step scalars, float64. Field names are the kernels' (csrc/rules.h).
+
+
+class SgdScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    momentum: float
+    one_minus_dampening: float
+    lr: float
+
+
+class AdagradScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    clr: float
+    eps: float
+
+
+class RmspropScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    alpha: float
+    one_minus_alpha: float
+    eps: float
+    momentum: float
+    lr: float
+
+
+class AdamScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    decay_factor: float
+    one_minus_beta1: float
+    beta2: float
+    one_minus_beta2: float
+    step_size: float
+    bias_correction2_sqrt: float
+    eps: float
+
+
+def _grad_factor(hp: Mapping[str, Any], grad_factor: float) -> float:
+    return -grad_factor if hp["maximize"] else grad_factor
+
+
+def _sgd_check(hp):
+    for name in ("lr", "momentum", "weight_decay"):
+        _at_least_zero(name, hp[name])
+    _real("dampening", hp["dampening"])
+    if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
+        raise ValueError(
+            "nesterov=True requires momentum > 0 and dampening=0, got "
+            f"momentum={hp['momentum']!r}, dampening={hp['dampening']!r}"
+        )
+
+
+def _sgd_flags(hp, step):
+    return {
+        "weight_decay": hp["weight_decay"] != 0,
+        "momentum": hp["momentum"] != 0,
+        "nesterov": bool(hp["nesterov"]) and hp["momentum"] != 0,
+        "first_step": step == 1,
+    }
+
+
+def _sgd_scalars(hp, step, grad_factor):
+    return SgdScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        momentum=float(hp["momentum"]),
+        one_minus_dampening=1.0 - hp["dampening"],
+        lr=float(hp["lr"]),
+    )
+
+
+def _adagrad_check(hp):
+    for name in ("lr", "lr_decay", "weight_decay", "eps"):
+        _at_least_zero(name, hp[name])
+
+
+def _adagrad_flags(hp, step):
+    return {"weight_decay": hp["weight_decay"] != 0}
+
+
+def _adagrad_scalars(hp, step, grad_factor):
+    return AdagradScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        clr=hp["lr"] / (1 + (step - 1) * hp["lr_decay"]),
+        eps=float(hp["eps"]),
+    )
+
+
+def _rmsprop_check(hp):
+    for name in ("lr", "alpha", "eps", "weight_decay", "momentum"):
+        _at_least_zero(name, hp[name])
+
+
+def _rmsprop_flags(hp, step):
+    return {
+        "weight_decay": hp["weight_decay"] != 0,
+        "centered": bool(hp["centered"]),
+        "momentum": hp["momentum"] > 0,
+    }
+
+
+def _rmsprop_scalars(hp, step, grad_factor):
+    return RmspropScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        alpha=float(hp["alpha"]),
+        one_minus_alpha=1.0 - hp["alpha"],
+        eps=float(hp["eps"]),
+        momentum=float(hp["momentum"]),
+        lr=float(hp["lr"]),
+    )
+
+
+def _adam_check(hp):
+    for name in ("lr", "eps", "weight_decay"):
+        _at_least_zero(name, hp[name])
+    _betas(hp["betas"])
+
+
+def _adam_flags(hp, step):
+    return {
+        "weight_decay": hp["weight_decay"] != 0,
+        "decoupled_weight_decay": bool(hp.get("decoupled_weight_decay", True)),
+        "amsgrad": bool(hp["amsgrad"]),
+    }
+
+
+def _adam_scalars(hp, step, grad_factor):
+    beta1, beta2 = (float(b) for b in hp["betas"])
+    lr = float(hp["lr"])
+    # as torch.optim.Adam computes them, in float64
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    return AdamScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        decay_factor=1 - lr * hp["weight_decay"],
+        one_minus_beta1=1 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1 - beta2,
+        step_size=lr / bias_correction1,
+        bias_correction2_sqrt=bias_correction2**0.5,
+        eps=float(hp["eps"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """One optimizer as the backends see it."""
+
+    name: str  # the functional / reference function name
+    kernel: str  # the compiled rule that runs it (AdamW runs Adam's)
+    defaults: Mapping[str, Any]  # hyperparameters of the functional form, torch.optim's defaults
+    states: tuple[str, ...]  # state names, in kernel order
+    flags: tuple[str, ...]  # kernel flag names: bit k of the mask is flags[k]
+    scalar_type: type
+    _check: Callable[[Mapping[str, Any]], None]
+    _flags: Callable[[Mapping[str, Any], int], dict]
+    _scalars: Callable[[Mapping[str, Any], int, float], tuple]
+    _needs: Callable[[Mapping[str, bool]], tuple[str, ...]]
+
+    def hyperparameters(self, given: Mapping[str, Any]) -> dict:
+        """The defaults updated with the given values, checked."""
+        unknown = set(given) - set(self.defaults)
+        if unknown:
+            raise TypeError(
+                f"{self.name}: unknown hyperparameter(s) {sorted(unknown)}; "
+                f"expected {sorted(self.defaults)}"
+            )
+        hp = {**self.defaults, **given}
+        self.check(hp)
+        return hp
+
+    def check(self, hp: Mapping[str, Any]) -> None:
+        """Checks a complete set of hyperparameters (TypeError or ValueError naming the first bad
+        one)."""
+        try:
+            self._check(hp)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{self.name}: {e}") from None
+
+    def active_flags(self, hp: Mapping[str, Any], step: int) -> dict:
+        return self._flags(hp, step)
+
+    def flag_mask(self, hp: Mapping[str, Any], step: int) -> int:
+        """The kernels' bit mask: bit k set when flags[k] is active."""
+        active = self._flags(hp, step)
+        mask = 0
+        for k, name in enumerate(self.flags):
+            if active[name]:
+                mask |= 1 << k
+        return mask
+
+    def needed_states(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        """The state buffers a step with these hyperparameters reads or writes."""
+        return self._needs(self._flags(hp, 1))
+
+    def scalars(self, hp: Mapping[str, Any], step: int, grad_factor: float = 1.0) -> tuple:
+        """The per-step scalars in float64. grad_factor multiplies the gradient first (its sign
+        flips for maximize); pyoptim's classes fold loss-scale and clipping factors into it."""
+        return self._scalars(hp, step, grad_factor)
+
+
+SGD = Optimizer(
+    name="sgd",
+    kernel="sgd",
+    defaults=dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                  maximize=False),
+    states=("momentum_buffer",),
+    flags=("weight_decay", "momentum", "nesterov", "first_step"),
+    scalar_type=SgdScalars,
+    _check=_sgd_check,
+    _flags=_sgd_flags,
+    _scalars=_sgd_scalars,
+    _needs=lambda f: ("momentum_buffer",) if f["momentum"] else (),
+)
+
+ADAGRAD = Optimizer(
+    name="adagrad",
+    kernel="adagrad",
+    defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False),
+    states=("sum",),
+    flags=("weight_decay",),
+    scalar_type=AdagradScalars,
+    _check=_adagrad_check,
+    _flags=_adagrad_flags,
+    _scalars=_adagrad_scalars,
+    _needs=lambda f: ("sum",),
+)
+
+RMSPROP = Optimizer(
+    name="rmsprop",
+    kernel="rmsprop",
+    defaults=dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                  maximize=False),
+    states=("square_avg", "momentum_buffer", "grad_avg"),
+    flags=("weight_decay", "centered", "momentum"),
+    scalar_type=RmspropScalars,
+    _check=_rmsprop_check,
+    _flags=_rmsprop_flags,
+    _scalars=_rmsprop_scalars,
+    _needs=lambda f: ("square_avg",) + ("momentum_buffer",) * f["momentum"]
+    + ("grad_avg",) * f["centered"],
+)
+
+ADAM = Optimizer(
+    name="adam",
+    kernel="adam",
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                  maximize=False, decoupled_weight_decay=False),
+    states=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    flags=("weight_decay", "decoupled_weight_decay", "amsgrad"),
+    scalar_type=AdamScalars,
+    _check=_adam_check,
+    _flags=_adam_flags,
+    _scalars=_adam_scalars,
+    _needs=lambda f: ("exp_avg", "exp_avg_sq") + ("max_exp_avg_sq",) * f["amsgrad"],
+)
+
+# AdamW is Adam with decoupled weight decay and torch's default weight_decay=1e-2.
+ADAMW = Optimizer(
+    name="adamw",
+    kernel="adam",
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                  maximize=False),
+    states=ADAM.states,
+    flags=ADAM.flags,
+    scalar_type=AdamScalars,
+    _check=_adam_check,
+    _flags=_adam_flags,  # decoupled_weight_decay absent: always decoupled
+    _scalars=_adam_scalars,
+    _needs=ADAM._needs,
+)
+
+OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW)}

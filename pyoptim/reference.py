@@ -1,0 +1,245 @@
+"""The NumPy reference: the specification of every optimizer's math.
+
+Each function updates ``param`` and its state buffers in place, one step, with torch.optim's
+equations, hyperparameter names and defaults (torch 2.13, the single-tensor "for-loop" path, which
+is torch's default on CPU). The compiled backends (C++, CUDA) are tested element by element,
+state included, against these functions.
+
+Conventions shared by all functions:
+
+* ``step`` is the 1-based number of this update (torch's ``state["step"]`` after its increment).
+* Every value is computed in the compute dtype: float32 for float16, bfloat16 and float32 params,
+  float64 for float64 params, or ``compute_dtype`` if given (``np.float64`` makes this an
+  accuracy oracle). Arrays are widened on load and rounded to nearest even on store, so a state
+  buffer may have another dtype than its param (float32 state for 16-bit params is the default
+  elsewhere in pyoptim).
+* Per-step scalars (learning rate after decay, bias corrections, 1 - beta, ...) are computed once
+  in float64 by ``pyoptim._spec`` exactly as torch computes them, then cast to the compute dtype.
+* ``maximize`` flips the gradient's sign before anything else; so does a negative
+  ``grad_factor``, by which the gradient is multiplied first (1 unless pyoptim's optimizer classes
+  fold loss scaling or gradient clipping into the step).
+* The operations run in the order torch runs them, and the C++ kernels run them in this order too
+  (csrc/rules.h), so that both round alike: with the same compute dtype the CPU backend matches
+  these functions to the bit.
+* NaN and Inf propagate silently, as in torch.
+* Inputs are not checked here; ``pyoptim.functional`` checks them for every backend.
+
+Plain (batch) gradient descent and mini-batch SGD are both :func:`sgd` with ``momentum=0``: the
+first with the gradient of the loss over the whole data set, the second over a batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _spec
+
+__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "compute_dtype_for"]
+
+
+def compute_dtype_for(param_dtype) -> np.dtype:
+    """The dtype a param of this dtype is computed in: float32 for 16-bit params."""
+    param_dtype = np.dtype(param_dtype)
+    return np.dtype(np.float32) if param_dtype.itemsize == 2 else param_dtype
+
+
+def _setup(opt, hp, step, grad_factor, param, compute_dtype):
+    dtype = compute_dtype_for(param.dtype) if compute_dtype is None else np.dtype(compute_dtype)
+    scalars = opt.scalars(hp, step, grad_factor)
+    return type(scalars)(*(dtype.type(v) for v in scalars)), dtype
+
+
+def _load(array, dtype):
+    return np.asarray(array).astype(dtype)
+
+
+def _store(array, value):
+    array[...] = value.astype(array.dtype, copy=False)
+
+
+def _lerp(start, end, weight):
+    """torch.lerp(start, end, weight) for a scalar weight: two formulas, each exact at its end."""
+    if weight < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1 - weight)
+
+
+def sgd(param, grad, *, momentum_buffer=None, step, lr=1e-3, momentum=0.0, dampening=0.0,
+        weight_decay=0.0, nesterov=False, maximize=False, compute_dtype=None, grad_factor=1.0):
+    r"""SGD with momentum, dampening and Nesterov momentum (torch.optim.SGD).
+
+    With g the gradient, p the param, b the momentum buffer (state ``momentum_buffer``)::
+
+        g = -g                            if maximize
+        g = g + weight_decay * p          if weight_decay != 0
+        if momentum != 0:
+            b = g                                         on the first step (step == 1)
+            b = momentum * b + (1 - dampening) * g        afterwards
+            g = g + momentum * b          if nesterov, else   g = b
+        p = p - lr * g
+
+    Defaults: lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False.
+    ``momentum_buffer`` is needed only when momentum != 0; on the first step it is written, not
+    read (it may hold anything). Nesterov momentum requires momentum > 0 and dampening = 0.
+    """
+    hp = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+              nesterov=nesterov, maximize=maximize)
+    s, dtype = _setup(_spec.SGD, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g = _load(param, dtype), _load(grad, dtype)
+        g = s.grad_factor * g
+        if weight_decay != 0:
+            g = g + s.weight_decay * p
+        if momentum != 0:
+            if step == 1:
+                b = g
+            else:
+                b = _load(momentum_buffer, dtype) * s.momentum + s.one_minus_dampening * g
+            g = g + s.momentum * b if nesterov else b
+            _store(momentum_buffer, b)
+        _store(param, p - s.lr * g)
+
+
+def adagrad(param, grad, *, sum, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            maximize=False, compute_dtype=None, grad_factor=1.0):
+    r"""Adagrad (torch.optim.Adagrad).
+
+    With s the sum of squared gradients (state ``sum``)::
+
+        g = -g                            if maximize
+        g = g + weight_decay * p          if weight_decay != 0
+        clr = lr / (1 + (step - 1) * lr_decay)
+        s = s + g * g
+        p = p - clr * g / (sqrt(s) + eps)
+
+    Defaults: lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+    maximize=False. The caller fills ``sum`` with initial_accumulator_value before the first step
+    (pyoptim.Adagrad does).
+    """
+    hp = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
+    s, dtype = _setup(_spec.ADAGRAD, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g, acc = _load(param, dtype), _load(grad, dtype), _load(sum, dtype)
+        g = s.grad_factor * g
+        if weight_decay != 0:
+            g = g + s.weight_decay * p
+        acc = acc + g * g
+        _store(sum, acc)
+        _store(param, p - s.clr * g / (np.sqrt(acc) + s.eps))
+
+
+def rmsprop(param, grad, *, square_avg, momentum_buffer=None, grad_avg=None, step, lr=1e-2,
+            alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False,
+            compute_dtype=None, grad_factor=1.0):
+    r"""RMSprop, optionally centered and with momentum (torch.optim.RMSprop).
+
+    With v = ``square_avg``, m = ``grad_avg`` (centered only), b = ``momentum_buffer``::
+
+        g = -g                            if maximize
+        g = g + weight_decay * p          if weight_decay != 0
+        v = alpha * v + (1 - alpha) * g * g
+        if centered:
+            m = lerp(m, g, 1 - alpha)             (m + (1 - alpha) * (g - m))
+            d = sqrt(v - m * m) + eps
+        else:
+            d = sqrt(v) + eps
+        if momentum > 0:
+            b = momentum * b + g / d
+            p = p - lr * b
+        else:
+            p = p - lr * g / d
+
+    Defaults: lr=1e-2, alpha=0.99, eps=1e-8 (added outside the square root, unlike Keras),
+    weight_decay=0, momentum=0, centered=False, maximize=False. All state starts at zero.
+    ``step`` does not enter the math.
+    """
+    hp = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+              centered=centered, maximize=maximize)
+    s, dtype = _setup(_spec.RMSPROP, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g, v = _load(param, dtype), _load(grad, dtype), _load(square_avg, dtype)
+        g = s.grad_factor * g
+        if weight_decay != 0:
+            g = g + s.weight_decay * p
+        v = v * s.alpha + s.one_minus_alpha * g * g
+        _store(square_avg, v)
+        if centered:
+            m = _lerp(_load(grad_avg, dtype), g, s.one_minus_alpha)
+            _store(grad_avg, m)
+            avg = np.sqrt(v - m * m)
+        else:
+            avg = np.sqrt(v)
+        avg = avg + s.eps
+        if momentum > 0:
+            b = _load(momentum_buffer, dtype) * s.momentum + g / avg
+            _store(momentum_buffer, b)
+            _store(param, p - s.lr * b)
+        else:
+            _store(param, p - s.lr * g / avg)
+
+
+def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hp, decoupled, opt,
+          compute_dtype, grad_factor):
+    s, dtype = _setup(opt, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g = _load(param, dtype), _load(grad, dtype)
+        m, v = _load(exp_avg, dtype), _load(exp_avg_sq, dtype)
+        g = s.grad_factor * g
+        if hp["weight_decay"] != 0:
+            if decoupled:
+                p = p * s.decay_factor
+            else:
+                g = g + s.weight_decay * p
+        m = _lerp(m, g, s.one_minus_beta1)
+        v = v * s.beta2 + s.one_minus_beta2 * g * g
+        _store(exp_avg, m)
+        _store(exp_avg_sq, v)
+        if hp["amsgrad"]:
+            v = np.maximum(_load(max_exp_avg_sq, dtype), v)
+            _store(max_exp_avg_sq, v)
+        denom = np.sqrt(v) / s.bias_correction2_sqrt + s.eps
+        _store(param, p - s.step_size * m / denom)
+
+
+def adam(param, grad, *, exp_avg, exp_avg_sq, max_exp_avg_sq=None, step, lr=1e-3,
+         betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+         decoupled_weight_decay=False, compute_dtype=None, grad_factor=1.0):
+    r"""Adam (torch.optim.Adam), with AMSGrad and optional decoupled weight decay.
+
+    With m = ``exp_avg``, v = ``exp_avg_sq``, v_max = ``max_exp_avg_sq`` (amsgrad only), t = step::
+
+        g = -g                            if maximize
+        if weight_decay != 0:
+            p = p * (1 - lr * weight_decay)       if decoupled_weight_decay (AdamW)
+            g = g + weight_decay * p              otherwise (L2, coupled)
+        m = lerp(m, g, 1 - beta1)                 (m + (1 - beta1) * (g - m))
+        v = beta2 * v + (1 - beta2) * g * g
+        v_max = maximum(v_max, v)                 if amsgrad; then v_max replaces v below
+        step_size = lr / (1 - beta1^t)
+        denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+        p = p - step_size * m / denom
+
+    Defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
+    maximize=False, decoupled_weight_decay=False. eps is added after the bias correction of the
+    square root (torch's placement; Keras's epsilon-hat differs). All state starts at zero.
+    """
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+              maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hp, decoupled_weight_decay,
+          _spec.ADAM, compute_dtype, grad_factor)
+
+
+def adamw(param, grad, *, exp_avg, exp_avg_sq, max_exp_avg_sq=None, step, lr=1e-3,
+          betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False,
+          compute_dtype=None, grad_factor=1.0):
+    r"""AdamW (torch.optim.AdamW): :func:`adam` with decoupled weight decay.
+
+    The param decays before the Adam step, ``p = p * (1 - lr * weight_decay)``, instead of the
+    decay entering the gradient; everything else is :func:`adam`. With weight_decay=0 AdamW is
+    Adam. Defaults as Adam's but weight_decay=1e-2 (torch's; the decay is scaled by lr, as in
+    torch, not as in Loshchilov & Hutter's paper).
+    """
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+              maximize=maximize)
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hp, True, _spec.ADAMW,
+          compute_dtype, grad_factor)
