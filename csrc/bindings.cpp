@@ -96,8 +96,10 @@ Optimizer describe() {
 }
 
 const std::vector<Optimizer>& optimizers() {
-  static const std::vector<Optimizer> table{describe<Sgd>(), describe<Adagrad>(),
-                                            describe<Rmsprop>(), describe<Adam>()};
+  static const std::vector<Optimizer> table{
+      describe<Sgd>(),    describe<Adagrad>(),  describe<Rmsprop>(), describe<Adam>(),
+      describe<Adamax>(), describe<Nadam>(),    describe<Radam>(),   describe<Adadelta>(),
+      describe<Asgd>(),   describe<Rprop>(),    describe<Lion>()};
   return table;
 }
 

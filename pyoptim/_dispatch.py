@@ -26,7 +26,7 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
     opt.check(hp)
     step = _spec.check_step(step)
     needed = opt.needed_states(hp)
-    missing = [name for name in needed if states.get(name) is None]
+    missing = [name for name in needed + opt.host_states if states.get(name) is None]
     if missing:
         active = [f for f, on in opt.active_flags(hp, step).items() if on and f != "first_step"]
         because = f" with {', '.join(active)}" if active else ""
@@ -34,6 +34,7 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
             f"{opt.name}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required"
             f"{because} but was not given"
         )
+    host = {name: _checks.host_scalar(opt.name, name, states[name]) for name in opt.host_states}
     arrays = {"param": param, "grad": grad, **{name: states[name] for name in needed}}
     placement = _arrays.placement(arrays)
     backend = _choose_backend(backend, placement)
@@ -52,15 +53,18 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
             [_checks.host_buffer(name, views[name]) for name in needed],
         )
         getattr(reference, opt.name)(
-            views["param"], views["grad"], **{name: views[name] for name in needed}, step=step,
-            **hp
+            views["param"], views["grad"], **{name: views[name] for name in needed}, **host,
+            step=step, **hp
         )
         return
+    current = {name: array.reshape(()).copy() for name, array in host.items()}
     _cpu.step(
         opt,
-        opt.flag_mask(hp, step),
+        opt.flag_mask(hp, step, current),
         [views["param"]],
         [views["grad"]],
         {name: [views[name]] for name in needed},
-        opt.scalars(hp, step),
+        opt.scalars(hp, step, host=current),
     )
+    for name, value in opt.advance_host(hp, step, current).items():  # after the step succeeded
+        host[name][...] = value

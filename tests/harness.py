@@ -74,10 +74,10 @@ def _random(rng, n, dtype, scale=1.0):
 def initial_state(case: Case, name: str, n: int, dtype, rng) -> np.ndarray:
     if name == "sum":
         return np.full(n, 0.1, dtype)  # initial_accumulator_value
+    if name == "step_size":
+        return np.full(n, case.hyperparameters["lr"], dtype)  # Rprop starts from lr
     if name == "momentum_buffer" and case.optimizer == "sgd":
         return np.full(n, np.nan, dtype)  # must not be read on step 1
-    if name == "grad_avg":
-        return np.zeros(n, dtype)
     return np.zeros(n, dtype)
 
 
@@ -119,15 +119,19 @@ def run_parity(backend: Backend, case: Case, combo, n: int, steps: int = STEPS, 
     device_param = backend.to_device(tile(param))
     device_states = {name: backend.to_device(tile(s)) for name, s in states.items()}
 
+    # torch's scalar state (mu_product, eta, mu) stays on the host for every backend
+    device_host, host = case.initial_host(), case.initial_host()
     hp = dict(case.hyperparameters)
     call = getattr(pyoptim.functional, case.optimizer)
     ref = getattr(reference, case.optimizer)
     tolerance = backend.tolerance(combo[0], combo[2])
     for t in range(1, steps + 1):
         grad = _random(rng, length, grad_dtype, scale=float(2.0 ** (t % 3 - 1)))
-        call(device_param, backend.to_device(tile(grad)), **device_states, step=t,
+        call(device_param, backend.to_device(tile(grad)), **device_states, **device_host, step=t,
              backend=backend.name, **hp, **(kwargs_for_call or {}))
-        ref(param, grad, **states, step=t, **hp)
+        ref(param, grad, **states, **host, step=t, **hp)
+        for name in host:
+            assert_close(device_host[name], host[name], EXACT, f"{name} after step {t}")
         if length != n and t < steps:
             continue
         where = f"{backend.name} {case.id} {combo} n={n} step {t}"

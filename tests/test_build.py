@@ -83,7 +83,7 @@ def test_float32_rounds_to_16_bits_to_nearest_even(target):
     assert same.all(), f"{np.count_nonzero(~same)} mismatches, e.g. {values[~same][:5]}"
 
 
-def test_without_the_extension_a_host_step_says_how_to_build_it():
+def test_without_the_extension_a_host_step_says_how_to_build_it(tmp_path):
     script = textwrap.dedent("""
         import sys
         class Block:
@@ -103,7 +103,8 @@ def test_without_the_extension_a_host_step_says_how_to_build_it():
         else:
             raise SystemExit("no error")
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path)  # not the repository root: see test_threads
     assert out.returncode == 0, out.stderr
     assert "pip install ." in out.stdout and "backend='numpy'" in out.stdout
 

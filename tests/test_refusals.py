@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import pyoptim
-from pyoptim import _cpu, functional
+from pyoptim import _cpu, _spec, functional
 
 HOST_BACKENDS = [b for b in ("cpu", "numpy") if b in pyoptim.available_backends()]
 N = 64
@@ -220,12 +220,20 @@ def test_a_state_buffer_the_options_need_is_required(backend, fn, kwargs, missin
     ("rmsprop", dict(momentum=-1.0), r"rmsprop: invalid momentum"),
     ("adagrad", dict(lr_decay=-1.0), r"adagrad: invalid lr_decay"),
     ("adagrad", dict(eps=-1.0), r"adagrad: invalid eps"),
+    ("adamax", dict(betas=(0.9, 1.0)), r"adamax: invalid betas\[1\]"),
+    ("nadam", dict(momentum_decay=-1e-3), r"nadam: invalid momentum_decay"),
+    ("radam", dict(eps=-1.0), r"radam: invalid eps"),
+    ("adadelta", dict(rho=1.5), r"adadelta: invalid rho=1.5: expected a value in \[0, 1\]"),
+    ("asgd", dict(lr=-0.1), r"asgd: invalid lr"),
+    ("rprop", dict(etas=(1.2, 0.5)), r"rprop: invalid etas=\(1.2, 0.5\): expected 0 < etaminus"),
+    ("rprop", dict(etas=(0.5, 1.0)), r"rprop: invalid etas"),
+    ("lion", dict(betas=(0.9, 1.5)), r"lion: invalid betas\[1\]"),
 ])
 def test_invalid_hyperparameters_are_refused(backend, fn, kwargs, pattern):
     p, g = np.ones(N, np.float32), np.ones(N, np.float32)
-    states = {"adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq"),
-              "sgd": ("momentum_buffer",), "rmsprop": ("square_avg",), "adagrad": ("sum",)}[fn]
-    st = {name: np.zeros(N, np.float32) for name in states}
+    opt = _spec.OPTIMIZERS[fn]
+    st = {name: np.zeros(N, np.float32) for name in opt.states}
+    st.update(opt.initial_host(opt.defaults))
     before = snapshot(dict(p=p, **st))
     with pytest.raises(ValueError, match=pattern):
         getattr(functional, fn)(p, g, **st, step=1, backend=backend, **kwargs)
@@ -242,6 +250,34 @@ def test_invalid_hyperparameters_are_refused(backend, fn, kwargs, pattern):
 def test_a_bad_step_is_refused(backend, step, error, pattern):
     a = adam_arrays()
     refused(backend, a, error, pattern, step=step)
+
+
+@pytest.mark.parametrize(("name", "value", "error", "pattern"), [
+    ("mu_product", None, ValueError, r"nadam: mu_product is required"),
+    ("mu_product", 1.0, TypeError, r"nadam: mu_product must be a one-element float32 or float64 "
+                                   r"host array \(torch's scalar state\), got float"),
+    ("mu_product", np.ones(2, np.float32), TypeError, r"mu_product must be a one-element.*shape"),
+    ("mu_product", np.ones((), np.int64), TypeError, r"mu_product must be a one-element.*int64"),
+    ("mu_product", "read-only", ValueError, r"nadam: mu_product is read-only"),
+])
+def test_host_scalar_state_is_checked(backend, name, value, error, pattern):
+    p, g = np.ones(N, np.float32), np.ones(N, np.float32)
+    st = dict(exp_avg=np.zeros(N, np.float32), exp_avg_sq=np.zeros(N, np.float32))
+    if isinstance(value, str):
+        value = np.ones((), np.float32)
+        value.flags.writeable = False
+    before = snapshot(dict(p=p, **st))
+    with pytest.raises(error, match=pattern):
+        functional.nadam(p, g, **st, mu_product=value, step=1, backend=backend)
+    assert_unchanged(before, dict(p=p, **st))
+
+
+def test_host_scalar_state_is_unchanged_when_the_step_is_refused(backend):
+    p, g = np.ones(N, np.float32), np.ones(N + 1, np.float32)  # grad of the wrong length
+    ax, eta, mu = np.zeros(N, np.float32), np.full((), 0.01, np.float32), np.ones(1, np.float32)
+    with pytest.raises(ValueError, match=r"grad has shape"):
+        functional.asgd(p, g, ax=ax, eta=eta, mu=mu, step=3, backend=backend)
+    assert eta == np.float32(0.01) and mu[0] == 1.0
 
 
 def test_a_wrongly_typed_hyperparameter_is_refused(backend):

@@ -32,6 +32,7 @@ def _trajectory(case, combo, n, steps=7):
     rng = np.random.default_rng(seed("threads", case.id, combo))
     p = rng.standard_normal(n).astype(param_dtype)
     st = {k: initial_state(case, k, n, state_dtype, rng) for k in case.states()}
+    st.update(case.initial_host())
     fn = getattr(pyoptim.functional, case.optimizer)
     for t in range(1, steps + 1):
         fn(p, rng.standard_normal(n).astype(grad_dtype), **st, step=t, backend="cpu",
@@ -65,10 +66,12 @@ def test_set_and_get_num_threads(threads):
 
 
 @pytest.mark.parametrize("count", ["1", "3"])
-def test_omp_num_threads_sets_the_default(count):
+def test_omp_num_threads_sets_the_default(count, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS=count)
+    # run from a neutral directory: from the repository root, `import pyoptim` would find the
+    # source tree (without the compiled module) instead of the installed package
     out = subprocess.run([sys.executable, "-c", "import pyoptim; print(pyoptim.get_num_threads())"],
-                         env=env, capture_output=True, text=True, check=True)
+                         env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == count
 
 
