@@ -12,6 +12,7 @@ pattern element i mod L.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -32,9 +33,12 @@ STEPS = 7
 # to NaN). The C++ backend performs the reference's operations in its order with no FMA
 # contraction (CMakeLists.txt), so it is exact for every pair.
 EXACT = (0.0, 0.0)
+# The CUDA kernels do the same (no FMA contraction: every product is rounded on its own, see
+# pyoptim/_cuda_rules.py; IEEE division and square root), on a GPU and on Numba's simulator.
 TOLERANCES: dict[str, Callable[[str, str], tuple[float, float]]] = {
     "cpu": lambda param, state: EXACT,
     "numpy": lambda param, state: EXACT,
+    "cuda": lambda param, state: EXACT,
 }
 
 
@@ -49,11 +53,34 @@ class Backend:
     def tolerance(self, param: str, state: str) -> tuple[float, float]:
         return TOLERANCES[self.name](param, state)
 
+    def runs(self, n: int) -> bool:
+        """Whether the parity suite runs this backend at size n: the sizes of SIZES and BIG it
+        leaves out of ``sizes`` are skipped (the simulated GPU's largest), any other size runs."""
+        return n in self.sizes or n not in (*SIZES, BIG)
 
+
+def _cuda_to_device(a):
+    from numba import cuda
+
+    return cuda.to_device(a)
+
+
+def cuda_simulated() -> bool:
+    """Whether the CUDA tests run on Numba's simulator (tests/conftest.py decides)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+# Numba device arrays (the simulator's where there is no GPU). The simulator runs one Python
+# thread per CUDA thread, some 10-20 us per element and step: there, every size up to 1000 runs
+# for every case, and 4099 for one case per optimizer (tests/test_cuda.py), with the simulator's
+# small default grid (2 blocks of 8 threads), which still wraps the grid-stride loop.
 BACKENDS: dict[str, Backend] = {
     "cpu": Backend("cpu", to_device=lambda a: a.copy(), to_host=lambda a: a.copy()),
     "numpy": Backend("numpy", to_device=lambda a: a.copy(), to_host=lambda a: a.copy(),
                      sizes=SIZES),
+    "cuda": Backend("cuda", to_device=_cuda_to_device, to_host=lambda a: a.copy_to_host(),
+                    sizes=tuple(n for n in SIZES if n <= 1000) if cuda_simulated()
+                    else SIZES + (BIG,)),
 }
 
 
@@ -108,7 +135,10 @@ def _compare_tiled(actual, pattern, tolerance, what):
 def run_parity(backend: Backend, case: Case, combo, n: int, steps: int = STEPS, *,
                kwargs_for_call: dict | None = None):
     """Steps the backend and the reference side by side; compares every buffer after every step
-    (after the last one for tiled large buffers)."""
+    (after the last one for tiled large buffers). Does nothing for a size the backend leaves
+    out (Backend.runs)."""
+    if not backend.runs(n):
+        return
     param_dtype, grad_dtype, state_dtype = (DTYPES[d] for d in combo)
     rng = np.random.default_rng(seed(case.id, combo, n))
     length = n if n <= backend.big // 2 else PATTERN
