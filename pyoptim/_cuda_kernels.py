@@ -122,7 +122,10 @@ def _make_kernel(opt, key: Key):
     load_state, store_state = _storage(key.state, T)
 
     def step(param, grad, state0, state1, state2, s):
-        for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
+        # unsigned indices: for a signed one Numba wraps negative values around, 3 more 64-bit
+        # integer instructions per array access in the PTX
+        start, stride = np.uint64(cuda.grid(1)), np.uint64(cuda.gridsize(1))
+        for i in range(start, np.uint64(param.shape[0]), stride):
             p = load_param(param[i])
             g = load_grad(grad[i])
             s0 = s1 = s2 = zero
