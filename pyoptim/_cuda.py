@@ -24,6 +24,10 @@ step name different streams, the kernel runs on the param's, after waiting (on t
 event; the host does not block) for the work queued on the others. The call returns without
 waiting for the kernel, as CUDA calls do.
 
+Scalar states (NAdam's mu_product, ASGD's eta and mu) stay one-element host arrays with GPU
+params too: pyoptim._dispatch reads them into the per-step scalars, as for the CPU, and advances
+them once the step is launched.
+
 Lists (``step``): each param array, with its grad and state buffers, is one kernel launch; a step
 over N arrays is N launches, each with its host-side cost (pyoptim's checks, wrapping the arrays,
 Numba's dispatch: bench/bench_cuda.py shows it as 'pyoptim' against 'pyoptim-kernel'), so many
@@ -417,14 +421,3 @@ def step(opt: _spec.Optimizer, flags: int, params: list, grads: list, states: di
                 event.record(other)
                 event.wait(stream)
             kernels.kernel(opt, key)[blocks, threads, stream](*arguments)
-
-
-def functional_step(opt: _spec.Optimizer, arrays: dict, step: int, hp: dict) -> None:
-    """One step of pyoptim.functional on GPU arrays (arrays: param, grad and the needed states,
-    by name; hp: every hyperparameter, checked)."""
-    states = {name: [x] for name, x in arrays.items() if name not in ("param", "grad")}
-    _step(opt, opt.flag_mask(hp, step), [arrays["param"]], [arrays["grad"]], states,
-          opt.scalars(hp, step))
-
-
-_step = step

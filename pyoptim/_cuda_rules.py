@@ -60,9 +60,20 @@ class Rule(NamedTuple):
     writes: tuple  # per state name: does a step write this buffer
 
 
+class Math(NamedTuple):
+    mul: Callable
+    sqrt: Callable
+    lerp: Callable
+    maximum: Callable
+    sign: Callable
+    clamp: Callable
+    zero: object
+    one: object
+
+
 @functools.cache
 def _math(T):
-    """mul, sqrt, lerp and maximum in the compute type T."""
+    """mul, sqrt, lerp, maximum, sign and clamp in the compute type T (csrc/rules.h's helpers)."""
     if SIMULATOR:
         mul, sqrt = operator.mul, np.sqrt
     else:
@@ -70,7 +81,7 @@ def _math(T):
 
         mul = libdevice.fmul_rn if T is np.float32 else libdevice.dmul_rn
         sqrt = math.sqrt
-    half = T(0.5)
+    zero, half = T(0), T(0.5)
 
     @device
     def lerp(a, b, w):
@@ -84,18 +95,48 @@ def _math(T):
         """np.maximum / torch.maximum: NaN in either argument gives NaN."""
         return a if (a != a) | (a > b) else b
 
-    return mul, sqrt, lerp, maximum
+    @device
+    def sign(x):
+        """torch.sign: -1, 0 or 1, and 0 for NaN."""
+        return T(x > zero) - T(x < zero)
+
+    @device
+    def clamp(x, low, high):
+        """std::min(std::max(x, low), high): NaN stays NaN, as np.clip."""
+        x = low if x < low else x
+        return high if high < x else x
+
+    return Math(mul, sqrt, lerp, maximum, sign, clamp, zero, T(1))
+
+
+@functools.cache
+def _prologue(T, weight_decay, decoupled=False):
+    """The prologue every rule starts with (reference._gradient, csrc/rules.h gradient_prologue):
+    the gradient times grad_factor (-1 for maximize), then weight decay, coupled (L2: g + wd*p)
+    or decoupled (p * (1 - lr*wd), as in AdamW). Returns (param, grad)."""
+    mul = _math(T).mul
+
+    @device
+    def gradient_prologue(param, grad, s):
+        grad = mul(s.grad_factor, grad)
+        if weight_decay:
+            if decoupled:
+                param = mul(param, s.decay_factor)
+            else:
+                grad = grad + mul(s.weight_decay, param)
+        return param, grad
+
+    return gradient_prologue
 
 
 def sgd(T, *, weight_decay, momentum, nesterov, first_step):
     """pyoptim.reference.sgd; state: momentum_buffer."""
-    mul, sqrt, lerp, maximum = _math(T)
+    mul = _math(T).mul
+    prologue = _prologue(T, weight_decay)
 
     @device
     def update(param, grad, momentum_buffer, s):
-        grad = mul(s.grad_factor, grad)                          # -g if maximize
-        if weight_decay:
-            grad = grad + mul(s.weight_decay, param)
+        param, grad = prologue(param, grad, s)
         if momentum:
             if first_step:
                 momentum_buffer = grad                           # b = g on the first step
@@ -113,13 +154,12 @@ def sgd(T, *, weight_decay, momentum, nesterov, first_step):
 
 def adagrad(T, *, weight_decay):
     """pyoptim.reference.adagrad; state: sum."""
-    mul, sqrt, lerp, maximum = _math(T)
+    mul, sqrt = _math(T)[:2]
+    prologue = _prologue(T, weight_decay)
 
     @device
     def update(param, grad, sum, s):  # noqa: A002 (torch's state name)
-        grad = mul(s.grad_factor, grad)                          # -g if maximize
-        if weight_decay:
-            grad = grad + mul(s.weight_decay, param)
+        param, grad = prologue(param, grad, s)
         sum = sum + mul(grad, grad)  # noqa: A001
         param = param - mul(s.clr, grad) / (sqrt(sum) + s.eps)   # clr: lr with lr_decay
         return param, sum
@@ -129,13 +169,12 @@ def adagrad(T, *, weight_decay):
 
 def rmsprop(T, *, weight_decay, centered, momentum):
     """pyoptim.reference.rmsprop; states: square_avg, momentum_buffer, grad_avg."""
-    mul, sqrt, lerp, maximum = _math(T)
+    mul, sqrt, lerp = _math(T)[:3]
+    prologue = _prologue(T, weight_decay)
 
     @device
     def update(param, grad, square_avg, momentum_buffer, grad_avg, s):
-        grad = mul(s.grad_factor, grad)                          # -g if maximize
-        if weight_decay:
-            grad = grad + mul(s.weight_decay, param)
+        param, grad = prologue(param, grad, s)
         square_avg = mul(square_avg, s.alpha) + mul(mul(s.one_minus_alpha, grad), grad)
         if centered:
             grad_avg = lerp(grad_avg, grad, s.one_minus_alpha)
@@ -157,16 +196,12 @@ def rmsprop(T, *, weight_decay, centered, momentum):
 def adam(T, *, weight_decay, decoupled_weight_decay, amsgrad):
     """pyoptim.reference.adam and adamw (Adam with decoupled weight decay); states: exp_avg,
     exp_avg_sq, max_exp_avg_sq."""
-    mul, sqrt, lerp, maximum = _math(T)
+    mul, sqrt, lerp, maximum = _math(T)[:4]
+    prologue = _prologue(T, weight_decay, decoupled_weight_decay)
 
     @device
     def update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, s):
-        grad = mul(s.grad_factor, grad)                          # -g if maximize
-        if weight_decay:
-            if decoupled_weight_decay:
-                param = mul(param, s.decay_factor)               # p *= 1 - lr*wd (AdamW)
-            else:
-                grad = grad + mul(s.weight_decay, param)         # L2 (Adam)
+        param, grad = prologue(param, grad, s)
         exp_avg = lerp(exp_avg, grad, s.one_minus_beta1)         # first moment
         exp_avg_sq = mul(exp_avg_sq, s.beta2) + mul(mul(s.one_minus_beta2, grad), grad)
         second_moment = exp_avg_sq
@@ -181,5 +216,138 @@ def adam(T, *, weight_decay, decoupled_weight_decay, amsgrad):
     return Rule(update, reads=touched, writes=touched)
 
 
+def adamax(T, *, weight_decay):
+    """pyoptim.reference.adamax; states: exp_avg, exp_inf."""
+    mul, sqrt, lerp, maximum = _math(T)[:4]
+    prologue = _prologue(T, weight_decay)
+
+    @device
+    def update(param, grad, exp_avg, exp_inf, s):
+        param, grad = prologue(param, grad, s)
+        exp_avg = lerp(exp_avg, grad, s.one_minus_beta1)
+        exp_inf = maximum(mul(exp_inf, s.beta2), abs(grad) + s.eps)   # infinity norm
+        param = param - mul(s.clr, exp_avg) / exp_inf            # clr = lr / (1 - beta1^t)
+        return param, exp_avg, exp_inf
+
+    return Rule(update, reads=(True, True), writes=(True, True))
+
+
+def nadam(T, *, weight_decay, decoupled_weight_decay):
+    """pyoptim.reference.nadam; states: exp_avg, exp_avg_sq (mu_product stays on the host)."""
+    mul, sqrt, lerp = _math(T)[:3]
+    prologue = _prologue(T, weight_decay, decoupled_weight_decay)
+
+    @device
+    def update(param, grad, exp_avg, exp_avg_sq, s):
+        param, grad = prologue(param, grad, s)
+        exp_avg = lerp(exp_avg, grad, s.one_minus_beta1)
+        exp_avg_sq = mul(exp_avg_sq, s.beta2) + mul(mul(s.one_minus_beta2, grad), grad)
+        denom = sqrt(exp_avg_sq / s.bias_correction2) + s.eps
+        # the momentum schedule's coefficients: lr (1 - mu_t) / (1 - P), lr mu_t+1 / (1 - P mu_t+1)
+        param = param - mul(s.grad_coefficient, grad) / denom
+        param = param - mul(s.exp_avg_coefficient, exp_avg) / denom
+        return param, exp_avg, exp_avg_sq
+
+    return Rule(update, reads=(True, True), writes=(True, True))
+
+
+def radam(T, *, weight_decay, decoupled_weight_decay, rectify):
+    """pyoptim.reference.radam; states: exp_avg, exp_avg_sq."""
+    mul, sqrt, lerp = _math(T)[:3]
+    prologue = _prologue(T, weight_decay, decoupled_weight_decay)
+
+    @device
+    def update(param, grad, exp_avg, exp_avg_sq, s):
+        param, grad = prologue(param, grad, s)
+        exp_avg = lerp(exp_avg, grad, s.one_minus_beta1)
+        exp_avg_sq = mul(exp_avg_sq, s.beta2) + mul(mul(s.one_minus_beta2, grad), grad)
+        exp_avg_hat = exp_avg / s.bias_correction1
+        if rectify:                                              # rho_t > 5 (host)
+            adaptive_lr = s.bias_correction2_sqrt / (sqrt(exp_avg_sq) + s.eps)
+            param = param - mul(mul(mul(exp_avg_hat, s.lr), adaptive_lr), s.rect)
+        else:
+            param = param - mul(exp_avg_hat, s.lr)
+        return param, exp_avg, exp_avg_sq
+
+    return Rule(update, reads=(True, True), writes=(True, True))
+
+
+def adadelta(T, *, weight_decay):
+    """pyoptim.reference.adadelta; states: square_avg, acc_delta."""
+    mul, sqrt = _math(T)[:2]
+    prologue = _prologue(T, weight_decay)
+
+    @device
+    def update(param, grad, square_avg, acc_delta, s):
+        param, grad = prologue(param, grad, s)
+        square_avg = mul(square_avg, s.rho) + mul(mul(s.one_minus_rho, grad), grad)
+        delta = mul(sqrt(acc_delta + s.eps) / sqrt(square_avg + s.eps), grad)
+        acc_delta = mul(acc_delta, s.rho) + mul(mul(s.one_minus_rho, delta), delta)
+        param = param - mul(s.lr, delta)
+        return param, square_avg, acc_delta
+
+    return Rule(update, reads=(True, True), writes=(True, True))
+
+
+def asgd(T, *, weight_decay, average):
+    """pyoptim.reference.asgd; state: ax (eta and mu stay on the host)."""
+    mul = _math(T).mul
+    prologue = _prologue(T, weight_decay)
+
+    @device
+    def update(param, grad, ax, s):
+        param, grad = prologue(param, grad, s)
+        param = mul(param, s.decay_factor)                       # 1 - lambd * eta
+        param = param - mul(s.eta, grad)
+        if average:                                              # mu != 1 (host)
+            ax = ax + mul(param - ax, s.mu)
+        else:
+            ax = param
+        return param, ax
+
+    return Rule(update, reads=(average,), writes=(True,))
+
+
+def rprop(T):
+    """pyoptim.reference.rprop; states: prev, step_size."""
+    m = _math(T)
+    mul, sign, clamp, zero, one = m.mul, m.sign, m.clamp, m.zero, m.one
+    prologue = _prologue(T, False)
+
+    @device
+    def update(param, grad, prev, step_size, s):
+        param, grad = prologue(param, grad, s)
+        c = sign(mul(grad, prev))
+        factor = s.etaplus if c > zero else (s.etaminus if c < zero else one)
+        step_size = clamp(mul(step_size, factor), s.step_size_min, s.step_size_max)
+        grad = zero if factor == s.etaminus else grad            # sign flipped: no step
+        param = param - mul(sign(grad), step_size)
+        prev = grad
+        return param, prev, step_size
+
+    return Rule(update, reads=(True, True), writes=(True, True))
+
+
+def lion(T, *, weight_decay):
+    """pyoptim.reference.lion (Chen et al. 2023); state: exp_avg."""
+    mul, sign = _math(T).mul, _math(T).sign
+    prologue = _prologue(T, False)                               # its decay is below
+
+    @device
+    def update(param, grad, exp_avg, s):
+        param, grad = prologue(param, grad, s)
+        c = mul(s.beta1, exp_avg) + mul(s.one_minus_beta1, grad)
+        if weight_decay:
+            param = param - mul(s.lr, sign(c) + mul(s.weight_decay, param))
+        else:
+            param = param - mul(s.lr, sign(c))
+        exp_avg = mul(s.beta2, exp_avg) + mul(s.one_minus_beta2, grad)
+        return param, exp_avg
+
+    return Rule(update, reads=(True,), writes=(True,))
+
+
 # The rule of each kernel name (pyoptim._spec.Optimizer.kernel).
-RULES = {"sgd": sgd, "adagrad": adagrad, "rmsprop": rmsprop, "adam": adam}
+RULES = {"sgd": sgd, "adagrad": adagrad, "rmsprop": rmsprop, "adam": adam, "adamax": adamax,
+         "nadam": nadam, "radam": radam, "adadelta": adadelta, "asgd": asgd, "rprop": rprop,
+         "lion": lion}

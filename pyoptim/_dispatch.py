@@ -38,14 +38,8 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
     arrays = {"param": param, "grad": grad, **{name: states[name] for name in needed}}
     placement = _arrays.placement(arrays)
     backend = _choose_backend(backend, placement)
-    if backend == "cuda":
-        from . import _cuda  # noqa: PLC0415 (imports numba only when a GPU array comes)
-
-        _cuda.functional_step(opt, arrays, step, hp)
-        return
-    views = {name: x if type(x) is np.ndarray else _arrays.host_view(x, name)
-             for name, x in arrays.items()}
     if backend == "numpy":
+        views = _host_views(arrays)
         _checks.check(
             opt.name,
             _checks.host_buffer("param", views["param"]),
@@ -58,13 +52,20 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
         )
         return
     current = {name: array.reshape(()).copy() for name, array in host.items()}
-    _cpu.step(
-        opt,
-        opt.flag_mask(hp, step, current),
-        [views["param"]],
-        [views["grad"]],
-        {name: [views[name]] for name in needed},
-        opt.scalars(hp, step, host=current),
-    )
+    flags, scalars = opt.flag_mask(hp, step, current), opt.scalars(hp, step, host=current)
+    if backend == "cuda":
+        from . import _cuda  # noqa: PLC0415 (imports numba only when a GPU array comes)
+
+        _cuda.step(opt, flags, [param], [grad], {name: [states[name]] for name in needed},
+                   scalars)
+    else:
+        views = _host_views(arrays)
+        _cpu.step(opt, flags, [views["param"]], [views["grad"]],
+                  {name: [views[name]] for name in needed}, scalars)
     for name, value in opt.advance_host(hp, step, current).items():  # after the step succeeded
         host[name][...] = value
+
+
+def _host_views(arrays: dict) -> dict:
+    return {name: x if type(x) is np.ndarray else _arrays.host_view(x, name)
+            for name, x in arrays.items()}

@@ -71,15 +71,15 @@ def cuda_simulated() -> bool:
 
 
 # Numba device arrays (the simulator's where there is no GPU). The simulator runs one Python
-# thread per CUDA thread, some 10-20 us per element and step: there, every size up to 1000 runs
-# for every case, and 4099 for one case per optimizer (tests/test_cuda.py), with the simulator's
-# small default grid (2 blocks of 8 threads), which still wraps the grid-stride loop.
+# thread per CUDA thread, some 10-20 us per element and step: there, every case runs at the sizes
+# up to 31 (2 blocks of 8 threads: the grid-stride loop wraps), and one case per optimizer at
+# 1000 and 4099 (tests/test_cuda.py).
 BACKENDS: dict[str, Backend] = {
     "cpu": Backend("cpu", to_device=lambda a: a.copy(), to_host=lambda a: a.copy()),
     "numpy": Backend("numpy", to_device=lambda a: a.copy(), to_host=lambda a: a.copy(),
                      sizes=SIZES),
     "cuda": Backend("cuda", to_device=_cuda_to_device, to_host=lambda a: a.copy_to_host(),
-                    sizes=tuple(n for n in SIZES if n <= 1000) if cuda_simulated()
+                    sizes=tuple(n for n in SIZES if n <= 31) if cuda_simulated()
                     else SIZES + (BIG,)),
 }
 

@@ -92,7 +92,8 @@ def test_without_the_extension_a_host_step_says_how_to_build_it(tmp_path):
                     raise ImportError("simulated: no compiled extension")
         sys.meta_path.insert(0, Block())
         import numpy as np, pyoptim
-        assert pyoptim.available_backends() == ["numpy"], pyoptim.available_backends()
+        # no 'cpu' ('cuda' may be there: numba-cuda's simulator under tests/conftest.py)
+        assert "cpu" not in pyoptim.available_backends(), pyoptim.available_backends()
         p, g = np.ones(4, np.float32), np.ones(4, np.float32)
         pyoptim.functional.sgd(p, g, step=1, lr=0.5, backend="numpy")
         assert (p == 0.5).all()

@@ -78,16 +78,21 @@ def assert_updated(device, expected, what=""):
 
 
 # ---------------------------------------------------------------------------------------------
-# Parity at 4099 (the parity suite stops at 1000 on the simulator)
+# Parity at larger sizes (the parity suite stops at 31 on the simulator): one case per optimizer
+# with every option on, every dtype combination at 1000 and two at 4099.
+
+LARGER = [(1000, combo) for combo in COMBINATIONS] + \
+    [(4099, ("float32",) * 3), (4099, ("bfloat16", "bfloat16", "float32"))]
 
 
 @pytest.mark.parametrize(
-    ("case", "combo"),
-    [pytest.param(case, combo, id=f"{case.id}-{combination_id(combo)}")
-     for case in FULL_CASES for combo in COMBINATIONS],
+    ("case", "n", "combo"),
+    [pytest.param(case, n, combo, id=f"{case.id}-{n}-{combination_id(combo)}")
+     for case in FULL_CASES for n, combo in LARGER
+     if case.states() or combo[2] == combo[0]],
 )
-def test_parity_4099(case, combo):
-    run_parity(cuda_backend(4099), case, combo, 4099)
+def test_parity_larger(case, n, combo):
+    run_parity(cuda_backend(n), case, combo, n)
 
 
 def test_nan_and_inf_propagate_as_in_the_reference():

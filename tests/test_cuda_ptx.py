@@ -10,8 +10,8 @@ instruction (pyoptim/_cuda_rules.py, Note [exact on the GPU]).
 Compiling needs NVVM and NVRTC (the ``cuda`` extra brings them: numba-cuda[cu13]) but no GPU. The
 simulator and the real target cannot share a process, so the compilation runs in a subprocess
 without NUMBA_ENABLE_CUDASIM. Kernels checked: every flag combination of every optimizer with
-float32 storage (every code path of every rule), and with every other dtype combination the
-kernel with all flags on (every load and store of that combination).
+float32 storage (every code path of every rule), and the kernel with all flags on for six dtype
+combinations that put float64, float16 and bfloat16 in every role (every load and store).
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ from numba import cuda, types
 from pyoptim import _spec, _cuda_kernels
 
 CC = (8, 0)
+# every storage dtype in every role (param, grad, state)
+STORAGE = [("float64", "float64", "float64"), ("float64", "float32", "float32"),
+           ("float16", "float16", "float16"), ("float16", "float32", "float32"),
+           ("bfloat16", "bfloat16", "bfloat16"), ("bfloat16", "float32", "float32")]
 F64 = re.compile(r"\.f64\b")
 INEXACT = re.compile(r"\b(fma|mad)\.|\.approx\b|\.ftz\b")
 
@@ -77,11 +81,11 @@ seen = compile_to_ptx(literal, (types.float32[::1],))
 report = {"literal_f64": sum(bool(F64.search(line)) for line in seen), "kernels": []}
 
 keys = []
-for opt in (_spec.SGD, _spec.ADAGRAD, _spec.RMSPROP, _spec.ADAM):
+for opt in {o.kernel: o for o in _spec.OPTIMIZERS.values()}.values():
     every = (1 << len(opt.flags)) - 1
-    for combo in _spec.DTYPE_COMBINATIONS:
-        masks = range(every + 1) if combo == ("float32",) * 3 else (every,)
-        keys += [(opt, _cuda_kernels.Key(opt.kernel, flags, *combo)) for flags in masks]
+    keys += [(opt, _cuda_kernels.Key(opt.kernel, flags, "float32", "float32", "float32"))
+             for flags in range(every + 1)]
+    keys += [(opt, _cuda_kernels.Key(opt.kernel, every, *combo)) for combo in STORAGE]
 for opt, key in keys:
     lines = compile_to_ptx(_cuda_kernels.kernel(opt, key).py_func,
                            _cuda_kernels.signature(opt, key))
@@ -116,9 +120,8 @@ def test_the_check_sees_float64(report):
 
 def test_float32_kernels_have_no_float64(report):
     float32 = [k for k in report["kernels"] if k["key"][2] != "float64"]
-    optimizers = (_spec.SGD, _spec.ADAGRAD, _spec.RMSPROP, _spec.ADAM)
-    others = [c for c in _spec.DTYPE_COMBINATIONS if c[0] != "float64" and c != ("float32",) * 3]
-    assert len(float32) == sum((1 << len(o.flags)) + len(others) for o in optimizers)
+    kernels = {o.kernel: o for o in _spec.OPTIMIZERS.values()}.values()
+    assert len(float32) == sum((1 << len(o.flags)) + 4 for o in kernels)  # + 4 16-bit combinations
     offenders = [(k["key"], k["f64"]) for k in float32 if k["f64"]]
     assert not offenders, offenders
 
