@@ -6,6 +6,8 @@
 
 namespace pyoptim {
 
-void bind_step(pybind11::module_& m);     // bindings.cpp: the optimizer steps, threads, dtypes
+void bind_step(pybind11::module_& m);        // bindings.cpp: the optimizer steps, threads, dtypes
+void bind_plan(pybind11::module_& m);        // plan.cpp: Plan, a step over an optimizer's arrays
+void bind_reductions(pybind11::module_& m);  // reductions.cpp: deterministic sums of squares
 
 }  // namespace pyoptim
