@@ -9,7 +9,8 @@ repeats after a warm-up:
   flat        pyoptim.Adam over one buffer of arrays * size elements
   many        pyoptim.Adam over `arrays` separate arrays of `size` elements (one Plan call)
   many-views  pyoptim.Adam over `arrays` views of one flat buffer (params and grads)
-  many-clip   `many` with max_grad_norm=1.0 (one more read pass over the grads)
+  flat-clip / many-clip   `flat` / `many` with max_grad_norm=1.0 (one more read pass over the
+              grads, for the global norm)
   torch-flat / torch-many   torch.optim.Adam(fused=True) on the same layouts (if torch is
               installed)
   empty       pyoptim.Adam over `arrays` empty arrays: the per-step cost without elements
@@ -113,6 +114,7 @@ def main():
     steps = {}
     for name, layout, options in (("flat", flat, {}), ("many", separate, {}),
                                   ("many-views", views, {}),
+                                  ("flat-clip", flat, {"max_grad_norm": 1.0}),
                                   ("many-clip", separate, {"max_grad_norm": 1.0})):
         params, grads, opt = contestant(layout, **options)
         steps[name] = (lambda o, g: lambda: o.step(g))(opt, grads)
@@ -155,10 +157,11 @@ def main():
     print(f"{'contestant':<12} {'ms/step':>9} {'GB/s':>7} {'% of NumPy':>10} "
           f"{'us/array over its flat':>23}")
     for name, t in median.items():
-        flat_name = "torch-flat" if name.startswith("torch") else "flat"
+        flat_name = "torch-flat" if name.startswith("torch") else \
+            "flat-clip" if name.endswith("clip") else "flat"
         gbs = n * k * BYTES_PER_ELEMENT / t / 1e9 if name != "empty" else float("nan")
-        over = (t - median[flat_name]) / n * 1e6 if name not in ("flat", "torch-flat",
-                                                                 "empty") else float("nan")
+        over = (t - median[flat_name]) / n * 1e6 if name != flat_name and name != "empty" \
+            else float("nan")
         extra = f"{over:23.3f}" if over == over else f"{'':>23}"
         if name == "empty":
             extra = f"{t / n * 1e6:19.3f} /array"

@@ -28,6 +28,16 @@ double pairwise_sum(const double* v, std::size_t n) {
   return pairwise_sum(v, half) + pairwise_sum(v + half, n - half);
 }
 
+// pairwise_sum for a length known at compile time: the same tree, unrolled.
+template <std::size_t N>
+inline double pairwise_sum_fixed(const double* v) {
+  if constexpr (N == 1) {
+    return v[0];
+  } else {
+    return pairwise_sum_fixed<N / 2>(v) + pairwise_sum_fixed<N - N / 2>(v + N / 2);
+  }
+}
+
 // The sum of squares of x[0..n), n <= kBlock. The lanes are an array in the source, so any
 // vectorization of the inner loop computes exactly these partial sums.
 template <class G>
@@ -44,7 +54,7 @@ PYOPTIM_CLONES double block_sum_of_squares(const G* __restrict x, std::int64_t n
     const double v = load<double>(x[i + j]);
     lanes[j] += v * v;
   }
-  return pairwise_sum(lanes, kLanes);
+  return pairwise_sum_fixed<kLanes>(lanes);
 }
 
 template <class G>
