@@ -93,7 +93,6 @@ class Optimizer:
     """Base class of pyoptim.SGD, Adagrad, RMSprop, Adam and AdamW; see pyoptim.optim."""
 
     _spec: _spec.Optimizer  # the math (pyoptim._spec)
-    _class_defaults: dict  # constructor hyperparameters that are not the kernel's
 
     def __init__(self, params, defaults: dict, *, state_dtype=None, max_grad_norm=None,
                  clip_value=None, skip_nonfinite=False, backend=None):
@@ -277,8 +276,9 @@ class Optimizer:
 
     def _grads(self, grads) -> list:
         n = len(self._params)
-        if isinstance(grads, FlatBuffer):
-            grads = grads.buffer
+        if isinstance(grads, FlatBuffer):  # its buffer for one flat param, else its views
+            whole = n == 1 and _memory.shape_of(self._views[0]) == _memory.shape_of(grads.buffer)
+            grads = grads.buffer if whole else list(grads.views)
         if not isinstance(grads, (list, tuple)):
             if n != 1:
                 raise TypeError(
@@ -725,15 +725,22 @@ class _CudaRunner:
     Bucketing is a Python loop over the params (about a microsecond each per step)."""
 
     def __init__(self, opt: Optimizer):
+        from . import _cuda
+
+        if not hasattr(_cuda, "step"):
+            raise NotImplementedError(
+                f"{type(opt).__name__}: GPU params need pyoptim's CUDA backend, which this "
+                "version does not have yet; pass host arrays")
+        if opt.max_grad_norm is not None or opt.skip_nonfinite or opt.clip_value is not None:
+            raise NotImplementedError(
+                f"{type(opt).__name__}: max_grad_norm, clip_value and skip_nonfinite are not "
+                "supported for GPU params yet (they need the CUDA backend's reductions and its "
+                "clamp)")
         self.opt = opt
         self.grads = None
 
     def set_grads(self, grads):
         opt = self.opt
-        if opt.max_grad_norm is not None or opt.skip_nonfinite or opt.clip_value is not None:
-            raise NotImplementedError(
-                f"{type(opt).__name__}: max_grad_norm, clip_value and skip_nonfinite are not "
-                "supported for GPU params yet (they need the CUDA backend's reductions)")
         for i, g in enumerate(grads):
             if g is None:
                 continue

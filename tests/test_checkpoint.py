@@ -275,18 +275,24 @@ def test_a_mismatched_checkpoint_is_refused_and_changes_nothing(backend, what, m
         np.testing.assert_array_equal(p, q)
 
 
-def test_a_schedule_state_is_restored():
+@pytest.mark.parametrize("via", ["state_dict", "npz"])
+def test_a_schedule_state_is_restored(via, tmp_path):
     p = [np.zeros(2, np.float32)]
     sched = ReduceLROnPlateau(1.0, patience=1, factor=0.5)
     opt = pyoptim.SGD(p, lr=sched, backend="numpy")
     for metric in (5, 5, 5, 5):
         sched.step(metric)
     assert opt.get_lr() == [0.5]
-    sd = opt.state_dict()
+    assert sched.state_dict()["best"] == 5.0
     fresh = pyoptim.SGD([np.zeros(2, np.float32)], lr=ReduceLROnPlateau(1.0, patience=1,
                                                                           factor=0.5),
                         backend="numpy")
-    fresh.load_state_dict(sd)
+    assert fresh.param_groups[0]["lr"].state_dict()["best"] == np.inf
+    if via == "npz":
+        opt.save(tmp_path / "sched.npz")
+        fresh.load(tmp_path / "sched.npz")
+    else:
+        fresh.load_state_dict(opt.state_dict())
     assert fresh.get_lr() == [0.5]
     assert fresh.param_groups[0]["lr"].state_dict() == sched.state_dict()
 

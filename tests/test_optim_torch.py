@@ -133,8 +133,9 @@ def test_none_grad_leaves_a_param_and_its_step_count_alone():
     rng = np.random.default_rng(9)
     params = _params(rng, np.float32)
     tparams = [torch.nn.Parameter(torch.tensor(p)) for p in params]
-    opt = pyoptim.Adam(params, lr=0.01)
-    topt = torch.optim.Adam(tparams, lr=0.01)
+    opt = pyoptim.Adam([{"params": params[:2]}, {"params": params[2:], "lr": 0.03}], lr=0.01)
+    topt = torch.optim.Adam([{"params": tparams[:2]}, {"params": tparams[2:], "lr": 0.03}],
+                            lr=0.01)
     for t in range(6):
         grads = _grads(rng, params, t)
         if t % 2:
