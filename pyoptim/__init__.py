@@ -5,8 +5,9 @@ C++ OpenMP-SIMD kernels (and Numba CUDA kernels), behind one functional API that
 you already have (NumPy, PyTorch, CuPy...) and updates them in place, zero-copy.
 
     pyoptim.functional   one step on your arrays: sgd, adagrad, rmsprop, adam, adamw
-    pyoptim.SGD, ...     stateful optimizers with torch.optim's interface (pyoptim.optim):
-                         SGD, Adagrad, RMSprop, Adam, AdamW, and create("adam", params, ...)
+    pyoptim.SGD, ...     stateful optimizers with torch.optim's interface (pyoptim.optim): SGD,
+                         Adagrad, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adadelta, ASGD,
+                         Rprop, Lion, and create("adam", params, ...)
     pyoptim.schedules    learning-rate schedules: sched(k) equals torch's lr_scheduler
     pyoptim.flat         flat parameter buffers: a whole model in one array
     pyoptim.reference    the NumPy reference: the specification of the math
@@ -18,7 +19,8 @@ installed (pip install "pyoptim[cuda]"); it is imported only when the first GPU 
 from __future__ import annotations
 
 from . import flat, functional, optim, reference, schedules
-from .optim import SGD, Adagrad, Adam, AdamW, CheckpointError, Optimizer, RMSprop, create
+from .optim import (ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, CheckpointError, Lion,
+                    NAdam, Optimizer, RAdam, RMSprop, Rprop, create)
 from ._cpu import available as _cpu_available
 from ._cpu import core as _core_module
 from ._cuda import available as _cuda_available
@@ -39,6 +41,13 @@ __all__ = [
     "RMSprop",
     "Adam",
     "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Adadelta",
+    "ASGD",
+    "Rprop",
+    "Lion",
     "create",
     "CheckpointError",
     "get_num_threads",

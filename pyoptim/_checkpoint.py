@@ -120,8 +120,8 @@ def plan_load(opt: Optimizer, state_dict: Mapping) -> Callable[[], None]:
             if key == "params" or key not in saved:
                 continue
             value = saved[key]
-            if key == "betas":
-                value = tuple(float(b) for b in value)
+            if isinstance(group[key], tuple) and isinstance(value, (list, tuple)):
+                value = tuple(value)  # betas, etas, step_sizes
             if key == "lr" and isinstance(group["lr"], Schedule):
                 continue  # the schedule stays; its state is loaded below
             merged[key] = value
@@ -161,6 +161,7 @@ def plan_load(opt: Optimizer, state_dict: Mapping) -> Callable[[], None]:
         _refuse(f"'state' has entries for unknown params {sorted(set(entries) - set(index_map))}")
     steps = np.zeros(len(opt._params), np.int64)
     values: list[dict] = [{} for _ in opt._params]
+    host: dict[str, dict[int, np.float32]] = {name: {} for name in opt._spec.host_states}
     state_names = set(opt._spec.states)
     for index, entry in entries.items():
         i = index_map[index]
@@ -168,7 +169,7 @@ def plan_load(opt: Optimizer, state_dict: Mapping) -> Callable[[], None]:
         if not isinstance(entry, Mapping):
             _refuse(f"{where} is not a dict")
         hp_needed = set(opt._spec.needed_states(opt._hyperparameters(new_groups[opt._group_of[i]])))
-        unknown = set(entry) - state_names - {"step"}
+        unknown = set(entry) - state_names - {"step"} - set(host)
         if unknown:
             _refuse(f"{where} has buffers a {kind} does not keep: {sorted(unknown)}")
         if "step" in entry:
@@ -188,7 +189,16 @@ def plan_load(opt: Optimizer, state_dict: Mapping) -> Callable[[], None]:
                 _refuse(f"{where}: '{name}' has dtype {array.dtype}, but this optimizer keeps it "
                         f"in {dtype} (state_dtype); state is never cast on load")
             values[i][name] = array
-        missing = sorted(n for n in hp_needed if n not in values[i])
+        for name in host:
+            if entry.get(name) is None:
+                continue
+            array = _host_array(entry[name], f"{where}: {name}")
+            if array.size != 1 or array.dtype != np.float32:
+                _refuse(f"{where}: '{name}' must be one float32 value (torch's scalar state), got "
+                        f"{array.dtype} of shape {array.shape}; state is never cast on load")
+            host[name][i] = array.reshape(())
+        missing = sorted(n for n in hp_needed | set(host)
+                         if n not in values[i] and i not in host.get(n, {}))
         if missing and steps[i] > 0:
             _refuse(f"{where}: step {steps[i]} but no {', '.join(missing)}")
     if step_count is None:
@@ -207,6 +217,12 @@ def plan_load(opt: Optimizer, state_dict: Mapping) -> Callable[[], None]:
                 else:
                     group = opt.param_groups[opt._group_of[i]]
                     _memory.fill(array, opt._initial_value(name, group))
+        for g, group in enumerate(opt.param_groups):
+            initial = opt._spec.initial_host(opt._hyperparameters(group))
+            members = range(len(opt._params))[opt._members(g)]
+            for name, value in initial.items():
+                for i in members:
+                    opt._host[name][i] = host[name].get(i, value)
         opt._steps[...] = steps
         opt._step_count = step_count
         opt._recount_group_steps()
@@ -301,9 +317,10 @@ def read(path) -> dict:
             raise
         _refuse(f"cannot read {path}: {e}")
     groups = meta.pop("param_groups", None)
-    for group in groups or []:
-        if "betas" in group:
-            group["betas"] = tuple(group["betas"])
+    for group in groups or []:  # JSON has no tuples: betas, etas, step_sizes
+        for key, value in group.items():
+            if key != "params" and isinstance(value, list):
+                group[key] = tuple(value)
     return {"state": state, "param_groups": groups, "pyoptim": meta}
 
 

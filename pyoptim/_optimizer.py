@@ -50,14 +50,17 @@ class ParamState(Mapping):
     def __getitem__(self, key):
         if key == "step":
             return int(self._opt._steps[self._index])
+        if key in self._opt._host:  # a 0-d view of torch's scalar state (float32)
+            return self._opt._host[key][self._index:self._index + 1].reshape(())
         return self._opt._buffers[self._index][key]
 
     def __iter__(self):
         yield "step"
+        yield from self._opt._host
         yield from self._opt._buffers[self._index]
 
     def __len__(self):
-        return 1 + len(self._opt._buffers[self._index])
+        return 1 + len(self._opt._host) + len(self._opt._buffers[self._index])
 
     def __repr__(self):
         return repr(dict(self))
@@ -128,6 +131,8 @@ class Optimizer:
         self._buffers: list[dict] = []  # per param: state name -> array
         self._state_dtypes: list[np.dtype] = []
         self._steps = np.zeros(0, np.int64)
+        # torch's scalar states (NAdam's mu_product, ASGD's eta and mu): one float32 per param
+        self._host = {name: np.zeros(0, np.float32) for name in self._spec.host_states}
         self._group_steps: list[int | None] = []  # the step of all params of a group, if equal
         self._placement: str | None = None
         self._plan = None
@@ -250,21 +255,30 @@ class Optimizer:
                 factor = scale * (1.0 if coefficient > 1.0 else coefficient)
 
         steps = self._steps
-        if everything and all(s is not None for s in self._group_steps):
-            rows = None
-            keys = [(g, s + 1) for g, s in enumerate(self._group_steps)]
-        else:  # params at different steps: one row of scalars per (group, step)
+        if everything and all(s is not None for s in self._group_steps) and \
+                self._host_uniform():
+            rows = None  # the Plan's: row g for the params of group g
+            keys = [(g, s + 1, self._host_of(self._group_first[g]))
+                    for g, s in enumerate(self._group_steps)]
+        else:  # params at different steps: one row of scalars per (group, step, scalar state)
             present = [g is not None for g in grads]
-            table: dict[tuple[int, int], int] = {}
+            table: dict[tuple, int] = {}
             rows = []
             for i, on in enumerate(present):
-                key = (self._group_of[i], int(steps[i]) + 1)
+                key = (self._group_of[i], int(steps[i]) + 1, self._host_of(i))
                 rows.append(table.setdefault(key, len(table)) if on else 0)
-            keys = list(table) or [(0, 1)]
-        flags = [self._spec.flag_mask(hps[g], t) for g, t in keys]
-        scalars = [self._spec.scalars(hps[g], t, factor) for g, t in keys]
+            keys = list(table) or [(0, 1, ())]
+        host = [self._host_values(h) for _, _, h in keys]
+        flags = [self._spec.flag_mask(hps[g], t, h) for (g, t, _), h in zip(keys, host)]
+        scalars = [self._spec.scalars(hps[g], t, factor, h) for (g, t, _), h in zip(keys, host)]
         runner.run(flags, scalars, rows, self.clip_value, keys, hps, factor)
 
+        if self._host:  # torch's scalar states move on, as torch's step does
+            for row, ((g, t, _), h) in enumerate(zip(keys, host)):
+                members = self._members(g) if rows is None else \
+                    [i for i, r in enumerate(rows) if r == row and present[i]]
+                for name, value in self._spec.advance_host(hps[g], t, h).items():
+                    self._host[name][members] = value
         if everything:
             steps += 1
             self._group_steps = [None if s is None else s + 1 for s in self._group_steps]
@@ -291,6 +305,30 @@ class Optimizer:
                 f"got {len(grads)} grads for {n} params; pass one grad per param, in order"
             )
         return list(grads)
+
+    def _members(self, g: int) -> slice:
+        """The param indices of group g (each group's params are consecutive)."""
+        first = self._group_first[g]
+        return slice(first, first + len(self.param_groups[g]["params"]))
+
+    def _host_of(self, i: int) -> tuple:
+        """Param i's scalar states, as a hashable tuple."""
+        return tuple(float(self._host[name][i]) for name in self._spec.host_states)
+
+    def _host_values(self, values: tuple) -> dict:
+        """The scalar states as _spec takes them: 0-d float32 arrays."""
+        return {name: np.array(v, np.float32)
+                for name, v in zip(self._spec.host_states, values)}
+
+    def _host_uniform(self) -> bool:
+        """Whether the params of each group hold the same scalar states (they do unless steps
+        were skipped for some params, or a checkpoint said otherwise)."""
+        for values in self._host.values():
+            for g in range(len(self.param_groups)):
+                part = values[self._members(g)]
+                if not (part == part[0]).all():
+                    return False
+        return True
 
     def _recount_group_steps(self) -> None:
         groups = np.asarray(self._group_of, np.int64)
@@ -364,6 +402,8 @@ class Optimizer:
         state = {}
         for i, buffers in enumerate(self._buffers):
             entry = {"step": int(self._steps[i])}
+            for name, values in self._host.items():
+                entry[name] = np.array(values[i], np.float32)
             for name, array in buffers.items():
                 entry[name] = _memory.to_host(array)
             state[i] = entry
@@ -376,8 +416,6 @@ class Optimizer:
                 saved["lr"] = float(group["lr"](self._step_count))
                 schedules[g] = {"name": type(group["lr"]).__name__,
                                 "state": group["lr"].state_dict()}
-            if "betas" in saved:
-                saved["betas"] = tuple(saved["betas"])
             count = len(group["params"])
             saved["params"] = list(range(offset, offset + count))
             offset += count
@@ -497,6 +535,9 @@ class _Pending:
                 f"takes {sorted(known)}"
             )
         full = {"params": params, **{k: group.get(k, v) for k, v in opt.defaults.items()}}
+        for key, value in full.items():  # betas, etas, step_sizes: tuples, as torch keeps them
+            if isinstance(opt.defaults.get(key), tuple) and isinstance(value, list):
+                full[key] = tuple(value)
         opt._check_group(full, where)
         first = len(opt._params) + len(self.params)
         for j, p in enumerate(params):
@@ -554,7 +595,7 @@ class _Pending:
         old = (list(opt.param_groups), list(opt._params), list(opt._views),
                list(opt._group_of), list(opt._group_first), dict(opt._index_of),
                list(opt._buffers), list(opt._state_dtypes), opt._steps, list(opt._group_steps),
-               opt._placement, opt._plan)
+               opt._placement, opt._plan, dict(opt._host))
         try:
             first = len(opt._params)
             for group in self.groups:
@@ -575,6 +616,10 @@ class _Pending:
             for g in range(first_group, len(opt.param_groups)):
                 group = opt.param_groups[g]
                 hp = opt._hyperparameters(group)
+                count = len(group["params"])
+                for name, value in opt._spec.initial_host(hp).items():
+                    opt._host[name] = np.concatenate(
+                        [opt._host[name], np.full(count, value, np.float32)])
                 indices = [i for i, gi in enumerate(opt._group_of) if gi == g]
                 for name in opt._spec.needed_states(hp):
                     opt._allocate(indices, name, opt._initial_value(name, group))
@@ -583,7 +628,7 @@ class _Pending:
         except BaseException:
             (opt.param_groups, opt._params, opt._views, opt._group_of, opt._group_first,
              opt._index_of, opt._buffers, opt._state_dtypes, opt._steps, opt._group_steps,
-             opt._placement, opt._plan) = old
+             opt._placement, opt._plan, opt._host) = old
             raise
 
 
@@ -711,9 +756,12 @@ class _ReferenceRunner:
             for i, g in enumerate(self.grads):
                 if g is None:
                     continue
-                group, step = keys[opt._group_of[i] if rows is None else rows[i]]
+                group, step, host = keys[opt._group_of[i] if rows is None else rows[i]]
                 hp = hps[group]
                 states = {k: opt._buffers[i][k] for k in opt._spec.needed_states(hp)}
+                # copies: the optimizer advances its scalar states itself, after the step
+                states.update({name: np.array([v], np.float32)
+                               for name, v in zip(opt._spec.host_states, host)})
                 fn(opt._views[i], g, **states, step=step, **hp, grad_factor=factor,
                    clip_value=clip_value)
         finally:

@@ -1,4 +1,5 @@
-"""Stateful optimizers with torch.optim's interface: SGD, Adagrad, RMSprop, Adam, AdamW.
+"""Stateful optimizers with torch.optim's interface: SGD, Adagrad, RMSprop, Adam, AdamW, Adamax,
+NAdam, RAdam, Adadelta, ASGD, Rprop, and Lion (not in torch.optim).
 
 ::
 
@@ -7,8 +8,9 @@
         grads = compute_grads(params, batch)       # one per param, in order
         opt.step(grads)
 
-Each class takes torch.optim's constructor arguments with torch's defaults and computes torch's
-math (pyoptim.reference states it), and adds:
+Each class takes torch.optim's constructor arguments with torch's defaults (Lion, which torch lacks:
+those of pyoptim.functional.lion) and computes torch's math (pyoptim.reference states it), and
+adds:
 
 * ``state_dtype=None``: the dtype of the state buffers; by default float32 for float16 and
   bfloat16 params, else the param's. State lives on the param's device.
@@ -49,8 +51,9 @@ from ._checkpoint import CheckpointError
 from ._optimizer import Optimizer, ParamState, StateView
 from .schedules import Schedule
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "create",
-           "CheckpointError", "ParamState", "StateView", "OPTIMIZER_NAMES"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam",
+           "Adadelta", "ASGD", "Rprop", "Lion", "create", "CheckpointError", "ParamState",
+           "StateView", "OPTIMIZER_NAMES"]
 
 
 def _pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend):
@@ -191,6 +194,153 @@ class AdamW(Optimizer):
                 "use Adam for coupled L2 decay")
 
 
+class Adamax(Optimizer):
+    """Adamax, Adam with the infinity norm (torch.optim.Adamax; equations:
+    pyoptim.reference.adamax).
+
+    State: ``exp_avg``, ``exp_inf``.
+    """
+
+    _spec = _spec.ADAMAX
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False,
+                 state_dtype=None, max_grad_norm=None, clip_value=None, skip_nonfinite=False,
+                 backend=None):
+        super().__init__(
+            params,
+            dict(lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay, foreach=foreach,
+                 maximize=maximize, differentiable=differentiable, capturable=capturable),
+            **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
+
+
+class NAdam(Optimizer):
+    """NAdam, Adam with Nesterov momentum (torch.optim.NAdam; equations:
+    pyoptim.reference.nadam).
+
+    State: ``exp_avg``, ``exp_avg_sq``, and ``mu_product``, torch's scalar state: one float32 per
+    param, kept on the host (``opt.state[i]["mu_product"]`` is a 0-d view).
+    """
+
+    _spec = _spec.NADAM
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False, state_dtype=None,
+                 max_grad_norm=None, clip_value=None, skip_nonfinite=False, backend=None):
+        super().__init__(
+            params,
+            dict(lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay,
+                 momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                 maximize=maximize, foreach=foreach, capturable=capturable,
+                 differentiable=differentiable),
+            **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
+
+
+class RAdam(Optimizer):
+    """RAdam, rectified Adam (torch.optim.RAdam; equations: pyoptim.reference.radam).
+
+    State: ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    _spec = _spec.RADAM
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, state_dtype=None, max_grad_norm=None, clip_value=None,
+                 skip_nonfinite=False, backend=None):
+        super().__init__(
+            params,
+            dict(lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay,
+                 maximize=maximize, foreach=foreach, capturable=capturable,
+                 decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable),
+            **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
+
+
+class Adadelta(Optimizer):
+    """Adadelta (torch.optim.Adadelta; equations: pyoptim.reference.adadelta).
+
+    State: ``square_avg``, ``acc_delta``.
+    """
+
+    _spec = _spec.ADADELTA
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, foreach=None, *,
+                 capturable=False, maximize=False, differentiable=False, state_dtype=None,
+                 max_grad_norm=None, clip_value=None, skip_nonfinite=False, backend=None):
+        super().__init__(
+            params,
+            dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                 capturable=capturable, foreach=foreach, differentiable=differentiable),
+            **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
+
+
+class ASGD(Optimizer):
+    """Averaged SGD (torch.optim.ASGD; equations: pyoptim.reference.asgd).
+
+    State: ``ax`` (the average), and ``eta`` and ``mu``, torch's scalar states: one float32 each
+    per param, kept on the host (``opt.state[i]["eta"]`` is a 0-d view).
+    """
+
+    _spec = _spec.ASGD
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
+                 foreach=None, maximize=False, differentiable=False, capturable=False, *,
+                 state_dtype=None, max_grad_norm=None, clip_value=None, skip_nonfinite=False,
+                 backend=None):
+        super().__init__(
+            params,
+            dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                 foreach=foreach, maximize=maximize, differentiable=differentiable,
+                 capturable=capturable),
+            **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
+
+
+class Rprop(Optimizer):
+    """Rprop, resilient backpropagation (torch.optim.Rprop; equations: pyoptim.reference.rprop).
+
+    State: ``prev`` (the last gradient), ``step_size`` (per element, starting at lr: lr enters
+    nowhere else, so changing it later, or a schedule, has no effect, as in torch).
+    """
+
+    _spec = _spec.RPROP
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
+                 capturable=False, foreach=None, maximize=False, differentiable=False,
+                 state_dtype=None, max_grad_norm=None, clip_value=None, skip_nonfinite=False,
+                 backend=None):
+        super().__init__(
+            params,
+            dict(lr=lr, etas=_pair(etas), step_sizes=_pair(step_sizes), foreach=foreach,
+                 maximize=maximize, differentiable=differentiable, capturable=capturable),
+            **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
+
+    def _initial_value(self, name, group):
+        if name != "step_size":
+            return 0.0
+        lr = group["lr"]
+        return float(lr(self._step_count) if isinstance(lr, Schedule) else lr)
+
+
+class Lion(Optimizer):
+    """Lion, evolved sign momentum (Chen et al. 2023, "Symbolic Discovery of Optimization
+    Algorithms"; not in torch.optim; equations: pyoptim.reference.lion). Use a smaller lr than
+    AdamW's (3-10x) and a larger weight decay.
+
+    State: ``exp_avg``.
+    """
+
+    _spec = _spec.LION
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False,
+                 state_dtype=None, max_grad_norm=None, clip_value=None, skip_nonfinite=False,
+                 backend=None):
+        super().__init__(
+            params,
+            dict(lr=lr, betas=_pair(betas), weight_decay=weight_decay, maximize=maximize),
+            **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
+
+
 def _pair(betas):
     return tuple(betas) if isinstance(betas, list) else betas
 
@@ -208,6 +358,13 @@ OPTIMIZER_NAMES: dict[str, tuple[type, dict]] = {
     "adam": (Adam, {}),
     "amsgrad": (Adam, {"amsgrad": True}),
     "adamw": (AdamW, {}),
+    "adamax": (Adamax, {}),
+    "nadam": (NAdam, {}),
+    "radam": (RAdam, {}),
+    "adadelta": (Adadelta, {}),
+    "asgd": (ASGD, {}),
+    "rprop": (Rprop, {}),
+    "lion": (Lion, {}),
 }
 
 
@@ -216,8 +373,9 @@ def create(name: str, params, **hyperparameters) -> Optimizer:
 
     Names (case-insensitive): 'sgd', 'momentum' (SGD with momentum=0.9), 'nesterov' (SGD with
     momentum=0.9, nesterov=True), 'adagrad', 'rmsprop', 'adam', 'amsgrad' (Adam with
-    amsgrad=True), 'adamw'. hyperparameters are the class's arguments (torch's names, e.g. lr,
-    and pyoptim's: max_grad_norm, state_dtype...); they override what the name implies.
+    amsgrad=True), 'adamw', 'adamax', 'nadam', 'radam', 'adadelta', 'asgd', 'rprop', 'lion'.
+    hyperparameters are the class's arguments (torch's names, e.g. lr, and pyoptim's:
+    max_grad_norm, state_dtype...); they override what the name implies.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")

@@ -25,6 +25,14 @@ CONFIGS = {
     "rmsprop": (pyoptim.RMSprop, {"lr": 0.01, "momentum": 0.5, "centered": True}),
     "adam": (pyoptim.Adam, {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01}),
     "adamw": (pyoptim.AdamW, {"lr": 0.01}),
+    "adamax": (pyoptim.Adamax, {"lr": 0.01, "weight_decay": 0.01}),
+    "nadam": (pyoptim.NAdam, {"lr": 0.01, "decoupled_weight_decay": True,
+                              "weight_decay": 0.01}),  # mu_product: a scalar state
+    "radam": (pyoptim.RAdam, {"lr": 0.01}),
+    "adadelta": (pyoptim.Adadelta, {"lr": 0.5}),
+    "asgd": (pyoptim.ASGD, {"lr": 0.01, "t0": 3.0}),  # eta, mu: scalar states; averaging
+    "rprop": (pyoptim.Rprop, {"lr": 0.01, "etas": (0.4, 1.3)}),
+    "lion": (pyoptim.Lion, {"lr": 1e-3, "weight_decay": 0.1}),
 }
 
 
@@ -320,14 +328,16 @@ def test_npz_file_has_a_version_and_no_pickle(tmp_path):
         opt.load(tmp_path / "c.npz")
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam",
+                                  "RAdam", "Adadelta", "ASGD", "Rprop"])
 def test_a_torch_state_dict_loads_and_continues_like_torch(name):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     _require("cpu")
     rng = np.random.default_rng(3)
     p0 = rng.standard_normal(6).astype(np.float32)
     tp = torch.nn.Parameter(torch.tensor(p0))
-    kwargs = {"momentum": 0.9} if name in ("SGD", "RMSprop") else {}
+    kwargs = {"momentum": 0.9} if name in ("SGD", "RMSprop") else \
+        {"t0": 2.0} if name == "ASGD" else {}
     topt = getattr(torch.optim, name)([tp], lr=0.01, **kwargs)
     for _ in range(3):
         tp.grad = torch.tensor(rng.standard_normal(6).astype(np.float32))

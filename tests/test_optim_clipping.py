@@ -14,7 +14,7 @@ import pytest
 import pyoptim
 from pyoptim import _cpu, reference
 from cases import CASES, COMBINATIONS, DTYPES, combination_id
-from harness import assert_close
+from harness import assert_close, initial_state
 from test_optim import CLASSES, _class_kwargs, _grads, _groups, _params
 
 needs_core = pytest.mark.skipif(not _cpu.available(), reason="the compiled extension is not built")
@@ -82,21 +82,24 @@ def test_clip_value_and_grad_factor_in_every_kernel_match_the_reference(case):
         n = 1000
         p = rng.standard_normal(n).astype(pdt)
         ref_p = p.copy()
-        init = 0.1 if case.optimizer == "adagrad" else 0.0
-        states = {k: np.full(n, init, sdt) for k in case.states()}
+        states = {k: initial_state(case, k, n, sdt, rng) for k in case.states()}
         ref_states = {k: v.copy() for k, v in states.items()}
+        host, ref_host = case.initial_host(), case.initial_host()
         opt = case.spec
         hp = opt.hyperparameters(case.hyperparameters)
         for t in range(1, 8):
             g = (rng.standard_normal(n) * 4).astype(gdt)
             g[::97] = np.nan
             factor = 0.37 * t
-            _cpu.core().step(opt.kernel, opt.flag_mask(hp, t), [p], [g],
+            _cpu.core().step(opt.kernel, opt.flag_mask(hp, t, host), [p], [g],
                              [[states[k]] if k in states else None for k in opt.states],
-                             opt.scalars(hp, t, factor), None, 0.5)
-            getattr(reference, case.optimizer)(ref_p, g, **ref_states, step=t, **hp,
+                             opt.scalars(hp, t, factor, host), None, 0.5)
+            host.update(opt.advance_host(hp, t, host))
+            getattr(reference, case.optimizer)(ref_p, g, **ref_states, **ref_host, step=t, **hp,
                                                grad_factor=factor, clip_value=0.5)
         where = f"{case.id} {combination_id(combo)}"
+        for k in host:
+            assert_close(host[k], ref_host[k], (0, 0), f"{k} {where}")
         assert_close(p, ref_p, (0, 0), f"param {where}")
         for k in states:
             assert_close(states[k], ref_states[k], (0, 0), f"{k} {where}")
@@ -214,6 +217,8 @@ def test_without_skip_a_nan_gradient_propagates_as_in_torch():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_max_grad_norm_is_clip_grad_norm_then_step(name, dtype):
     torch = pytest.importorskip("torch", reason="torch is not installed")
+    if not hasattr(torch.optim, CLASSES[name].__name__):
+        pytest.skip(f"torch.optim has no {CLASSES[name].__name__}")
     rng = np.random.default_rng(6)
     params = _params(rng, dtype)
     tparams = [torch.nn.Parameter(torch.tensor(p)) for p in params]
@@ -238,6 +243,8 @@ def test_max_grad_norm_is_clip_grad_norm_then_step(name, dtype):
 @pytest.mark.parametrize("name", sorted(CLASSES))
 def test_clip_value_is_clip_grad_value_then_step(name):
     torch = pytest.importorskip("torch", reason="torch is not installed")
+    if not hasattr(torch.optim, CLASSES[name].__name__):
+        pytest.skip(f"torch.optim has no {CLASSES[name].__name__}")
     rng = np.random.default_rng(7)
     params = _params(rng, np.float64)
     tparams = [torch.nn.Parameter(torch.tensor(p)) for p in params]
