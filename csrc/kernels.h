@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -91,19 +92,19 @@ struct Segment {
   std::int64_t row;  // the row of per-step scalars this segment uses
 };
 
-// The gradient as every rule receives it: times grad_factor, then, with Clip, clamped to
-// [-clip, clip]. grad_factor is -1 for maximize and folds in the optimizer classes' loss-scale
-// unscaling and global-norm clipping coefficient (pyoptim/_spec.py); the clamp is
-// torch.nn.utils.clip_grad_value_ on the unscaled gradient. NaN passes through the clamp, as in
-// torch.clamp. With the weight decay of rules.h's gradient_prologue, this is
+// The gradient as every rule receives it: times grad_factor, then clamped to [-clip, clip].
+// grad_factor is -1 for maximize and folds in the optimizer classes' loss-scale unscaling and
+// global-norm clipping coefficient (pyoptim/_spec.py); the clamp is
+// torch.nn.utils.clip_grad_value_ on the unscaled gradient. Without clip_value the bound is
+// infinite and the clamp changes no value (NaN and infinities included): it always runs rather
+// than doubling every instantiation for a flag, because it costs nothing measurable
+// (bench/README.md). With the weight decay of rules.h's gradient_prologue, this is
 // pyoptim.reference's _gradient.
-template <bool Clip, class T>
+template <class T>
 inline T scaled_gradient(T grad, T grad_factor, T clip) {
   grad = grad_factor * grad;
-  if constexpr (Clip) {
-    grad = grad < -clip ? -clip : grad;
-    grad = clip < grad ? clip : grad;
-  }
+  grad = grad < -clip ? -clip : grad;  // NaN passes, as in torch.clamp
+  grad = clip < grad ? clip : grad;
   return grad;
 }
 
@@ -111,7 +112,7 @@ inline T scaled_gradient(T grad, T grad_factor, T clip) {
 //
 // The state values are separate locals, not an array: under `omp simd` GCC turns each local into
 // a per-lane array, and an array of states would become a strided one that does not vectorize.
-template <class Rule, unsigned F, bool Clip, class P, class G, class S>
+template <class Rule, unsigned F, class P, class G, class S>
 PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, S* const* state,
                                  std::int64_t n,
                                  const typename Rule::template Scalars<opmath_t<P>>* scalars,
@@ -126,7 +127,7 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     T p = load<T>(param[i]);
-    const T g = scaled_gradient<Clip>(load<T>(grad[i]), s.grad_factor, clip);
+    const T g = scaled_gradient(load<T>(grad[i]), s.grad_factor, clip);
     T s0 = T(0), s1 = T(0), s2 = T(0);
     if constexpr (Rule::reads(F, 0)) s0 = load<T>(state0[i]);
     if constexpr (K > 1 && Rule::reads(F, 1)) s1 = load<T>(state1[i]);
@@ -141,7 +142,7 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
   }
 }
 
-template <class Rule, unsigned F, bool Clip, class C>
+template <class Rule, unsigned F, class C>
 void run_segments(const std::vector<Segment>& segments, const double* scalar_rows,
                   std::int64_t rows, double clip_value) {
   using P = typename C::Param;
@@ -174,26 +175,23 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
       for (int j = 0; j < K; ++j) {
         state[j] = seg.state[j] ? static_cast<S*>(seg.state[j]) + lo : nullptr;
       }
-      update_range<Rule, F, Clip, P, G, S>(static_cast<P*>(seg.param) + lo,
-                                           static_cast<const G*>(seg.grad) + lo, state, hi - lo,
-                                           &scalars[seg.row], clip);
+      update_range<Rule, F, P, G, S>(static_cast<P*>(seg.param) + lo,
+                                     static_cast<const G*>(seg.grad) + lo, state, hi - lo,
+                                     &scalars[seg.row], clip);
     }
   });
 }
 
 // One step of Rule over a table of segments that share dtypes and flags. The caller has checked
-// the buffers (bindings.cpp, plan.cpp). clip_value: the gradient clamp bound, or nullptr for none.
+// the buffers (bindings.cpp, plan.cpp). clip_value: the gradient clamp bound, nullptr for none.
 // Returns false for an unsupported dtype combination.
 template <class Rule>
 bool step(DTypes dtypes, unsigned flags, const std::vector<Segment>& segments,
           const double* scalar_rows, std::int64_t rows, const double* clip_value) {
   return dispatch_dtypes(dtypes, [&]<class C>() {
     dispatch_flags<1u << Rule::flag_names.size()>(flags, [&]<unsigned F>() {
-      if (clip_value != nullptr) {
-        run_segments<Rule, F, true, C>(segments, scalar_rows, rows, *clip_value);
-      } else {
-        run_segments<Rule, F, false, C>(segments, scalar_rows, rows, 0.0);
-      }
+      run_segments<Rule, F, C>(segments, scalar_rows, rows,
+                               clip_value ? *clip_value : std::numeric_limits<double>::infinity());
     });
   });
 }
