@@ -73,5 +73,30 @@ def test_options_without_a_gpu_path_are_refused_at_construction(option):
 
 def test_host_and_gpu_params_do_not_mix():
     cuda = _cuda_backend()
-    with pytest.raises(TypeError, match="all host arrays or all GPU arrays"):
+    with pytest.raises(TypeError, match="all be host arrays or all GPU arrays"):
         pyoptim.SGD([np.ones(3, np.float32), cuda.to_device(np.ones(3, np.float32))])
+
+
+def test_a_flat_gpu_buffer_is_one_param():
+    cuda = _cuda_backend()
+    shapes = [(3, 4), (5,), (2, 2, 2)]
+    params = pyoptim.flat.FlatBuffer(shapes, np.float32, device="cuda")
+    grads = params.zeros_like()
+    assert _memory.library(params.buffer) == "numba"
+    rng = np.random.default_rng(1)
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    for view, value in zip(params.views, start):
+        _memory.copy_from_host(view, value)
+    host = pyoptim.flat.FlatBuffer.from_arrays(start)
+    host_grads = host.zeros_like()
+    on_device = pyoptim.AdamW(params, lr=0.01)
+    on_host = pyoptim.AdamW(host, lr=0.01)
+    for _ in range(3):
+        for view, hview in zip(grads.views, host_grads.views):
+            value = rng.standard_normal(hview.shape).astype(np.float32)
+            hview[...] = value
+            _memory.copy_from_host(view, value)
+        on_device.step(grads)
+        on_host.step(host_grads)
+    assert_close(cuda.to_host(params.buffer), host.buffer, cuda.tolerance("float32", "float32"),
+                 "flat buffer")
