@@ -434,4 +434,5 @@ rows: for each param, the row of scalars it uses (default: row 0, or row i if th
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyoptim's C++ kernels (OpenMP + SIMD). Use pyoptim.functional rather than this module.";
   pyoptim::bind_step(m);
+  pyoptim::bind_stream(m);
 }

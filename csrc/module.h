@@ -7,5 +7,6 @@
 namespace pyoptim {
 
 void bind_step(pybind11::module_& m);     // bindings.cpp: the optimizer steps, threads, dtypes
+void bind_stream(pybind11::module_& m);   // stream.cpp: the bandwidth roofline of `pyoptim bench`
 
 }  // namespace pyoptim
