@@ -110,14 +110,10 @@ class _Broken(_contestants.NumpyReference):
     """The NumPy reference with a bug: from the second step on, half the learning rate."""
 
     def step(self):
-        if self.t >= 1:
-            options = dict(self.options, lr=self.options["lr"] / 2)
-            self.t += 1
-            for i, (p, g) in enumerate(zip(self.params, self.grads)):
-                self.fn(p, g, **{name: a[i] for name, a in self.states.items()}, step=self.t,
-                        **options)
-        else:
-            super().step()
+        super().step()
+        if self.t == 1:  # from now on, with half the learning rate
+            self._calls = [(p, g, dict(kwargs, lr=kwargs["lr"] / 2))
+                           for p, g, kwargs in self._calls]
 
 
 @needs_core
@@ -156,6 +152,22 @@ def test_a_broken_peer_is_reported_failing_and_not_timed(tmp_path, monkeypatch, 
     assert "timing" not in peer
     assert "timing" in _entry(cell, "pyoptim")
     assert "best_peer" not in cell
+
+
+@needs_core
+def test_a_contestant_that_raises_is_reported_failing(tmp_path, monkeypatch):
+    class Raising(_contestants.NumpyReference):
+        def step(self):
+            raise RuntimeError("no kernel for this")
+
+    monkeypatch.setattr(_main, "make_peer", lambda name, cell, master, backend:
+                        Raising(cell, master, backend))
+    status = bench.main(["--optimizers", "adamw", "--sizes", "100", "--threads", "1",
+                         "--peers", "numpy", "--no-plots", "--out", str(tmp_path), *TINY])
+    assert status == 0
+    peer = _entry(_load(tmp_path)["cells"][0], "numpy")
+    assert not peer["validation"]["ok"] and "timing" not in peer
+    assert peer["validation"]["message"] == "raised RuntimeError: no kernel for this"
 
 
 @needs_core

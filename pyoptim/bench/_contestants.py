@@ -146,6 +146,10 @@ class Pyoptim(Contestant):
             s = {name: [_to_torch(torch, a, "cuda") for a in arrays] for name, arrays in s.items()}
         self.params, self.grads, self.states = p, g, s
         self._many = backend == "cpu" and len(p) > 1
+        # per array: the keyword arguments of its functional call, but the step
+        self._calls = [(p[i], g[i], {**{name: arrays[i] for name, arrays in s.items()},
+                                     "backend": backend, **self.variant.options})
+                       for i in range(len(p))]
 
     def step(self) -> None:
         self.t += 1
@@ -153,9 +157,8 @@ class Pyoptim(Contestant):
             many_array_step(self.variant.spec, self.hp, self.t, self.params, self.grads,
                             self.states)
             return
-        for i, (p, g) in enumerate(zip(self.params, self.grads)):
-            self.fn(p, g, **{name: arrays[i] for name, arrays in self.states.items()},
-                    step=self.t, backend=self.backend, **self.variant.options)
+        for p, g, kwargs in self._calls:
+            self.fn(p, g, step=self.t, **kwargs)
 
     def sync(self) -> None:
         if self.backend == "cuda":
@@ -169,7 +172,7 @@ class Pyoptim(Contestant):
                        {name: convert(arrays) for name, arrays in self.states.items()})
 
     def close(self) -> None:
-        self.params = self.grads = self.states = None
+        self.params = self.grads = self.states = self._calls = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,18 +198,21 @@ class NumpyReference(Contestant):
         self.grads = _host_arrays(grads, self.dtypes.grad)
         self.states = {name: _host_zeros(params, self.dtypes.state)
                        for name in cell.variant.states}
+        self._calls = [(self.params[i], self.grads[i],
+                        {**{name: arrays[i] for name, arrays in self.states.items()},
+                         **self.options})
+                       for i in range(len(self.params))]
 
     def step(self) -> None:
         self.t += 1
-        for i, (p, g) in enumerate(zip(self.params, self.grads)):
-            self.fn(p, g, **{name: arrays[i] for name, arrays in self.states.items()},
-                    step=self.t, **self.options)
+        for p, g, kwargs in self._calls:
+            self.fn(p, g, step=self.t, **kwargs)
 
     def buffers(self) -> Buffers:
         return Buffers(self.params, self.states)
 
     def close(self) -> None:
-        self.params = self.grads = self.states = None
+        self.params = self.grads = self.states = self._calls = None
 
 
 _TORCH_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -194,6 +194,32 @@ def detail_rows(cell: dict) -> list[list[str]]:
     return rows
 
 
+SHORT_COLUMNS = ("optimizer", "dtypes", "size", "threads", "pyoptim Gelem/s", "GB/s",
+                 "% of roofline", "best peer", "speedup")
+
+
+def short_rows(cells: list[dict], labels) -> list[list[str]]:
+    """The README's table: the given cells (by label), in that order, where they ran."""
+    by_label = {c["label"]: c for c in cells}
+    rows = []
+    for label in labels:
+        cell = by_label.get(label)
+        if cell is None:
+            continue
+        row = headline_row(cell)
+        rows.append([row[0], row[1], row[2], row[3], row[7], row[8], row[10], row[11], row[12]])
+    return rows
+
+
+def bytes_rows(variants, dtypes) -> list[list[str]]:
+    """Bytes moved per element for each optimizer variant and dtype combination."""
+    from ._cells import DTypes, bytes_per_element  # noqa: PLC0415
+
+    combos = [DTypes.parse(d) for d in dtypes]
+    return [[v.name, ", ".join(v.states) or "-"]
+            + [str(bytes_per_element(v, d)) for d in combos] for v in variants]
+
+
 # ---------------------------------------------------------------------------------------------
 # targets (pyoptim's, for the machine it is developed on; issue 5)
 
@@ -260,11 +286,22 @@ def format_targets(targets: list[dict]) -> str:
 # files
 
 
+def _strict(value):
+    """value with every NaN or infinity replaced by None: bench.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json(path: Path, machine: dict, config: dict, cells: list[dict]) -> None:
     data = dict(format_version=FORMAT_VERSION, tool="pyoptim bench", machine=machine,
                 config=config, cells=cells, targets=evaluate_targets(cells))
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(json.dumps(_strict(data), indent=1, allow_nan=False))
     tmp.replace(path)
 
 
@@ -373,14 +410,3 @@ def write_plots(folder: Path, cells: list[dict]) -> list[Path]:
     plt.close(fig)
     written.append(path)
     return written
-
-
-def command_line() -> str:
-    """How this run was started, to print beside its numbers."""
-    argv = sys.argv[1:]
-    program = Path(sys.argv[0]).name
-    if program in ("__main__.py", "-m"):
-        return " ".join(["python -m pyoptim.bench", *argv])
-    if program == "pyoptim":
-        return " ".join(["pyoptim", *argv])
-    return " ".join([program, *argv])

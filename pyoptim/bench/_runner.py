@@ -38,7 +38,7 @@ CHUNK = 1 << 20  # elements the reference runs at a time during the validation
 class Validation:
     ok: bool
     exact: bool  # bit-identical to the reference
-    worst: float  # the largest error, in units of the tolerance (<= 1 passes)
+    worst: float | None  # the largest error, in units of the tolerance (<= 1 passes)
     message: str = ""
 
     def as_dict(self) -> dict:
@@ -65,11 +65,18 @@ def _compare(got: np.ndarray, want: np.ndarray, dtype: str) -> tuple[float, bool
 
 
 def validate(cell: Cell, master: tuple, contestants: list, steps: int) -> dict:
-    """Runs `steps` steps of each contestant and compares them with the reference."""
+    """Runs `steps` steps of each contestant and compares them with the reference. A contestant
+    whose step raises fails with the exception as its message."""
+    raised = {}
     for c in contestants:
-        for _ in range(steps):
-            c.step()
-        c.sync()
+        try:
+            for _ in range(steps):
+                c.step()
+            c.sync()
+        except Exception as e:  # noqa: BLE001 (any failure of a contestant is reported, not fatal)
+            raised[c.name] = Validation(False, False, None,
+                                        f"raised {type(e).__name__}: {e}")
+    contestants = [c for c in contestants if c.name not in raised]
     buffers = {c.name: c.buffers() for c in contestants}
     worst = {c.name: 0.0 for c in contestants}
     exact = {c.name: True for c in contestants}
@@ -102,7 +109,7 @@ def validate(cell: Cell, master: tuple, contestants: list, steps: int) -> dict:
                             worst[c.name] = error
                             index = f"[{i}]" if len(params) > 1 else ""
                             where[c.name] = f"{name}{index}, elements {lo}..{hi - 1}"
-    out = {}
+    out = dict(raised)
     for c in contestants:
         ok = worst[c.name] <= 1.0
         message = "" if ok else (
@@ -207,7 +214,12 @@ def summarize(cell: Cell, contestants: list, timings: dict) -> dict:
             ratios = (np.asarray(roof.samples) / np.asarray(timing.samples)
                       * c.bytes_per_element / by_name[ROOFLINE].bytes_per_element)
             figures["roofline_fraction"] = float(np.median(ratios))
+            # the same from the fastest samples: what an undisturbed machine would show
+            figures["roofline_fraction_best"] = (
+                min(roof.samples) / min(timing.samples)
+                * c.bytes_per_element / by_name[ROOFLINE].bytes_per_element)
         if mine is not None and name not in (PYOPTIM, ROOFLINE):
             figures["pyoptim_speedup"] = paired_median(timing.samples, mine.samples)
+            figures["pyoptim_speedup_best"] = min(timing.samples) / min(mine.samples)
         out[name] = figures
     return out
