@@ -31,16 +31,18 @@ class Unavailable(Exception):
 
 @dataclass
 class Buffers:
-    """Host views of a contestant's params and state buffers, one array per param array."""
+    """Host views of a contestant's params, state buffers and grads, one array per param."""
 
     params: list
     states: dict  # state name -> list of arrays
+    grads: list  # only read by a step: the validation checks that they did not change
 
 
 class Contestant:
     name: str
     role: str  # "pyoptim", "peer" or "roofline"
     dtypes: DTypes  # the storage it runs in
+    compute_dtype: str | None = None  # what it computes in, if not the reference's default
     bytes_per_element: int
 
     def step(self) -> None:
@@ -166,10 +168,11 @@ class Pyoptim(Contestant):
 
     def buffers(self) -> Buffers:
         if self.backend != "cuda":
-            return Buffers(self.params, self.states)
+            return Buffers(self.params, self.states, self.grads)
         convert = lambda arrays: [_to_numpy(self._torch, a) for a in arrays]  # noqa: E731
         return Buffers(convert(self.params),
-                       {name: convert(arrays) for name, arrays in self.states.items()})
+                       {name: convert(arrays) for name, arrays in self.states.items()},
+                       convert(self.grads))
 
     def close(self) -> None:
         self.params = self.grads = self.states = self._calls = None
@@ -209,7 +212,7 @@ class NumpyReference(Contestant):
             self.fn(p, g, step=self.t, **kwargs)
 
     def buffers(self) -> Buffers:
-        return Buffers(self.params, self.states)
+        return Buffers(self.params, self.states, self.grads)
 
     def close(self) -> None:
         self.params = self.grads = self.states = self._calls = None
@@ -224,30 +227,18 @@ _TORCH_IMPLEMENTATIONS = {
 }
 
 
-class Torch(Contestant):
-    """torch.optim on tensors of the param's dtype (torch keeps its state in that dtype too):
-    the for-loop, foreach or fused implementation."""
+class _TorchOptimizer(Contestant):
+    """A torch.optim-style optimizer over torch tensors whose .grad is set: step() is its step."""
 
     role = "peer"
 
-    def __init__(self, cell: Cell, master: tuple, backend: str, name: str):
-        torch = cuda_torch() if backend == "cuda" else import_torch()
-        self._torch = torch
-        self.name = name
-        device = "cuda" if backend == "cuda" else "cpu"
-        param = cell.dtypes.param
-        self.dtypes = DTypes(param, param, param)
-        self.bytes_per_element = bytes_per_element(cell.variant, self.dtypes)
-        self.state_names = cell.variant.states
-        cls = getattr(torch.optim, _TORCH_CLASSES[cell.variant.optimizer])
+    def _tensors(self, master: tuple, device: str) -> None:
         params, grads = master
-        self.params = [_to_torch(torch, a, device) for a in _host_arrays(params, param)]
-        for p, g in zip(self.params, _host_arrays(grads, param)):
+        torch = self._torch
+        self.params = [_to_torch(torch, a, device)
+                       for a in _host_arrays(params, self.dtypes.param)]
+        for p, g in zip(self.params, _host_arrays(grads, self.dtypes.grad)):
             p.grad = _to_torch(torch, g, device)
-        try:
-            self.opt = cls(self.params, **cell.variant.options, **_TORCH_IMPLEMENTATIONS[name])
-        except (TypeError, RuntimeError, ValueError) as e:
-            raise Unavailable(f"torch {torch.__version__}: {e}") from None
 
     def step(self) -> None:
         self.opt.step()
@@ -260,16 +251,38 @@ class Torch(Contestant):
         convert = lambda t: _to_numpy(self._torch, t)  # noqa: E731
         return Buffers([convert(p) for p in self.params],
                        {name: [convert(self.opt.state[p][name]) for p in self.params]
-                        for name in self.state_names})
+                        for name in self.state_names},
+                       [convert(p.grad) for p in self.params])
 
     def close(self) -> None:
         self.params = self.opt = None
 
 
-class DeepSpeed(Contestant):
-    """DeepSpeedCPUAdam (its SIMD CPU kernel), float32 state, for Adam and AdamW."""
+class Torch(_TorchOptimizer):
+    """torch.optim on tensors of the param's dtype (torch keeps its state in that dtype too):
+    the for-loop, foreach or fused implementation. For 16-bit params the for-loop and foreach
+    implementations compute in 16 bits (every operation rounds to the param's dtype), the fused
+    one in float32, as pyoptim."""
 
-    role = "peer"
+    def __init__(self, cell: Cell, master: tuple, backend: str, name: str):
+        self._torch = torch = cuda_torch() if backend == "cuda" else import_torch()
+        self.name = name
+        param = cell.dtypes.param
+        self.dtypes = DTypes(param, param, param)
+        if name != "torch-fused" and numpy_dtype(param).itemsize == 2:
+            self.compute_dtype = param
+        self.bytes_per_element = bytes_per_element(cell.variant, self.dtypes)
+        self.state_names = cell.variant.states
+        self._tensors(master, "cuda" if backend == "cuda" else "cpu")
+        cls = getattr(torch.optim, _TORCH_CLASSES[cell.variant.optimizer])
+        try:
+            self.opt = cls(self.params, **cell.variant.options, **_TORCH_IMPLEMENTATIONS[name])
+        except (TypeError, RuntimeError, ValueError) as e:
+            raise Unavailable(f"torch {torch.__version__}: {e}") from None
+
+
+class DeepSpeed(_TorchOptimizer):
+    """DeepSpeedCPUAdam (its SIMD CPU kernel), float32 state, for Adam and AdamW."""
 
     def __init__(self, cell: Cell, master: tuple, backend: str):
         variant = cell.variant
@@ -279,24 +292,20 @@ class DeepSpeed(Contestant):
             raise Unavailable("DeepSpeedCPUAdam runs Adam and AdamW without amsgrad")
         if cell.dtypes.param == "float64" or cell.dtypes.grad != cell.dtypes.param:
             raise Unavailable("DeepSpeedCPUAdam takes fp32/fp16/bf16 params with grads alike")
-        torch = import_torch()
+        self._torch = import_torch()
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # no search for a GPU, no warning
         try:
             from deepspeed.ops.adam import DeepSpeedCPUAdam  # noqa: PLC0415
         except Exception as e:  # ImportError, or a failed build of its C++ op
             raise Unavailable(f"deepspeed is not usable: {str(e).splitlines()[0][:120]}") from None
-        self._torch = torch
         self.name = "deepspeed"
         fp32_state = cell.dtypes.state == "float32"
         self.dtypes = DTypes(cell.dtypes.param, cell.dtypes.param,
                              "float32" if fp32_state else cell.dtypes.param)
         self.bytes_per_element = bytes_per_element(variant, self.dtypes)
         self.state_names = variant.states
+        self._tensors(master, "cpu")
         hp = variant.hyperparameters
-        params, grads = master
-        self.params = [_to_torch(torch, a, "cpu") for a in _host_arrays(params, self.dtypes.param)]
-        for p, g in zip(self.params, _host_arrays(grads, self.dtypes.grad)):
-            p.grad = _to_torch(torch, g, "cpu")
         try:
             self.opt = DeepSpeedCPUAdam(
                 self.params, lr=hp["lr"], betas=hp["betas"], eps=hp["eps"],
@@ -304,18 +313,6 @@ class DeepSpeed(Contestant):
                 fp32_optimizer_states=fp32_state)
         except Exception as e:  # its JIT build of the C++ op can fail in many ways
             raise Unavailable(f"DeepSpeedCPUAdam: {str(e).splitlines()[0][:120]}") from None
-
-    def step(self) -> None:
-        self.opt.step()
-
-    def buffers(self) -> Buffers:
-        convert = lambda t: _to_numpy(self._torch, t)  # noqa: E731
-        return Buffers([convert(p) for p in self.params],
-                       {name: [convert(self.opt.state[p][name]) for p in self.params]
-                        for name in self.state_names})
-
-    def close(self) -> None:
-        self.params = self.opt = None
 
 
 def make_peer(name: str, cell: Cell, master: tuple, backend: str) -> Contestant:

@@ -96,7 +96,8 @@ def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
         figures = summarize(cell, timed, timings)
         for c in contestants + [t for t in timed if t.name == ROOFLINE]:
             entry = dict(name=c.name, role=c.role, available=True, dtypes=_dtypes_dict(c),
-                         dtypes_label=c.dtypes.label, bytes_per_element=c.bytes_per_element)
+                         dtypes_label=c.dtypes.label, compute_dtype=c.compute_dtype,
+                         bytes_per_element=c.bytes_per_element)
             if c.name in checks:
                 entry["validation"] = checks[c.name].as_dict()
             if c.name in figures:

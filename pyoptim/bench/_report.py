@@ -333,7 +333,8 @@ def write_markdown(path: Path, machine: dict, config: dict, cells: list[dict]) -
 
 def write_plots(folder: Path, cells: list[dict]) -> list[Path]:
     """throughput.png: pyoptim's elements/s against size per optimizer, with the roofline;
-    peers.png: pyoptim and its peers against size per optimizer. Flat-buffer cells only."""
+    peers.png: pyoptim and its peers against size per optimizer and thread count. Flat-buffer
+    cells only (many-array cells are in the tables)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -343,70 +344,68 @@ def write_plots(folder: Path, cells: list[dict]) -> list[Path]:
     if not flat:
         return []
     variants = list(dict.fromkeys(c["variant"] for c in flat))
-    written = []
 
     def series(cells_, name):
         points = sorted((c["elements"], e["timing"]["elements_per_s"]) for c in cells_
                         for e in c["contestants"] if e["name"] == name and e.get("timing"))
         return [p[0] for p in points], [p[1] for p in points]
 
-    def axes_grid(rows, title):
-        fig, axes = plt.subplots(rows, len(variants), figsize=(4.2 * len(variants), 3.6 * rows),
+    def grid(panels, title):
+        columns = min(3, panels)
+        rows = -(-panels // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows + 0.6),
                                  squeeze=False, sharey=True)
         fig.suptitle(title)
-        for ax in axes.flat:
+        for ax in axes.flat[panels:]:
+            ax.set_visible(False)
+        for ax in axes.flat[:panels]:
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
-        return fig, axes
+            ax.set_xlabel("elements")
+        for row in axes:
+            row[0].set_ylabel("elements / s")
+        return fig, list(axes.flat)
 
-    # pyoptim against the roofline: one line per (dtypes, threads)
-    fig, axes = axes_grid(1, "pyoptim: elements/s against size (dashed: roofline, same bytes)")
-    for j, variant in enumerate(variants):
-        ax = axes[0][j]
+    def save(fig, name):
+        fig.tight_layout()
+        path = folder / name
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        return path
+
+    # pyoptim against the roofline: one colour per (dtypes, threads), the roofline dashed
+    fig, axes = grid(len(variants), "pyoptim: elements/s against size (dashed: the roofline "
+                                    "of the same bytes, same run)")
+    for ax, variant in zip(axes, variants):
         mine = [c for c in flat if c["variant"] == variant]
         for k, key in enumerate(dict.fromkeys((c["dtypes_label"], c["threads"]) for c in mine)):
             group = [c for c in mine if (c["dtypes_label"], c["threads"]) == key]
-            color = f"C{k}"
             x, y = series(group, PYOPTIM)
-            ax.plot(x, y, "o-", color=color,
+            ax.plot(x, y, "o-", color=f"C{k}",
                     label=f"{key[0]}, {key[1]}t ({group[0]['bytes_per_element']} B/el)")
             x, y = series(group, ROOFLINE)
-            ax.plot(x, y, "--", color=color, alpha=0.7)
+            ax.plot(x, y, "--", color=f"C{k}", alpha=0.6)
         ax.set_title(variant)
-        ax.set_xlabel("elements")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("elements / s")
-    fig.tight_layout()
-    path = folder / "throughput.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    written.append(path)
+    written = [save(fig, "throughput.png")]
 
-    # pyoptim against its peers: one row per thread count, on the most common dtypes
-    dtypes = max(set(c["dtypes_label"] for c in flat),
+    # pyoptim against its peers, on the most common dtypes: one panel per (optimizer, threads)
+    dtypes = max(sorted(set(c["dtypes_label"] for c in flat)),
                  key=lambda d: sum(c["dtypes_label"] == d for c in flat))
-    threads = sorted(set(c["threads"] for c in flat if c["dtypes_label"] == dtypes))
-    fig, axes = axes_grid(len(threads), f"pyoptim and its peers, {dtypes}: elements/s against size")
-    names = list(dict.fromkeys(e["name"] for c in flat for e in c["contestants"]
+    mine = [c for c in flat if c["dtypes_label"] == dtypes]
+    panels = list(dict.fromkeys((c["variant"], c["threads"]) for c in mine))
+    names = list(dict.fromkeys(e["name"] for c in mine for e in c["contestants"]
                                if e.get("timing") and e["name"] != ROOFLINE))
-    for i, t in enumerate(threads):
-        for j, variant in enumerate(variants):
-            ax = axes[i][j]
-            group = [c for c in flat if c["variant"] == variant and c["threads"] == t
-                     and c["dtypes_label"] == dtypes]
-            for k, name in enumerate(names):
-                x, y = series(group, name)
-                if x:
-                    ax.plot(x, y, "o-" if name == PYOPTIM else ".-", color=f"C{k}", label=name,
-                            linewidth=2.5 if name == PYOPTIM else 1.2)
-            ax.set_title(f"{variant}, {t} thread{'s' if t > 1 else ''}")
-            ax.set_xlabel("elements")
-            ax.legend(fontsize=7)
-        axes[i][0].set_ylabel("elements / s")
-    fig.tight_layout()
-    path = folder / "peers.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    written.append(path)
+    fig, axes = grid(len(panels), f"pyoptim and its peers, {dtypes}: elements/s against size")
+    for ax, (variant, threads) in zip(axes, panels):
+        group = [c for c in mine if c["variant"] == variant and c["threads"] == threads]
+        for k, name in enumerate(names):
+            x, y = series(group, name)
+            if x:
+                ax.plot(x, y, "o-" if name == PYOPTIM else ".-", color=f"C{k}", label=name,
+                        linewidth=2.5 if name == PYOPTIM else 1.2)
+        ax.set_title(f"{variant}, {threads} thread{'s' if threads > 1 else ''}")
+        ax.legend(fontsize=7)
+    written.append(save(fig, "peers.png"))
     return written
