@@ -215,6 +215,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default ./pyoptim-bench)")
     parser.add_argument("--quick", action="store_true",
                         help="a meaningful subset in under a minute")
+    parser.add_argument("--numpy-alignment", action="store_true",
+                        help="place the arrays where NumPy's allocation puts them (typically "
+                             "16-byte aligned) instead of at 64-byte boundaries")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial data")
 

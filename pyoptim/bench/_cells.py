@@ -105,6 +105,36 @@ class DTypes:
         return (self.param, self.grad, self.state)
 
 
+# Where the benchmark's arrays start: at a multiple of 64 bytes (a cache line, an AVX-512 vector),
+# as torch and most allocators for numerical work place large buffers, so that no contestant pays
+# for split vector loads and stores. 0: where NumPy's allocation puts them (malloc: 16 bytes).
+# See bench/README.md for what misalignment costs.
+ALIGNMENT = 64
+
+
+def empty(size: int, dtype) -> np.ndarray:
+    """An uninitialized 1-D array whose data starts at a multiple of ALIGNMENT bytes."""
+    dtype = np.dtype(dtype)
+    if not ALIGNMENT:
+        return np.empty(size, dtype)
+    raw = np.empty(size * dtype.itemsize + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + size * dtype.itemsize].view(dtype)
+
+
+def array_like(values: np.ndarray, dtype) -> np.ndarray:
+    """values cast to dtype, in a new array placed as ALIGNMENT says."""
+    out = empty(values.size, dtype)
+    out[...] = values.astype(dtype, copy=False)
+    return out
+
+
+def full(size: int, value, dtype) -> np.ndarray:
+    out = empty(size, dtype)
+    out.fill(value)
+    return out
+
+
 def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _cpu, _spec, functional, reference
-from ._cells import Cell, DTypes, bytes_per_element, numpy_dtype
+from ._cells import Cell, DTypes, array_like, bytes_per_element, full, numpy_dtype
 
 PEERS = ("numpy", "torch-forloop", "torch-foreach", "torch-fused", "deepspeed")
 PYOPTIM = "pyoptim"
@@ -63,11 +63,11 @@ class Contestant:
 
 
 def _host_arrays(master: list, dtype: str) -> list:
-    return [m.astype(numpy_dtype(dtype)) for m in master]
+    return [array_like(m, numpy_dtype(dtype)) for m in master]
 
 
 def _host_zeros(master: list, dtype: str) -> list:
-    return [np.zeros(m.shape, numpy_dtype(dtype)) for m in master]
+    return [full(m.size, 0, numpy_dtype(dtype)) for m in master]
 
 
 def import_torch():
@@ -352,7 +352,7 @@ class Roofline(Contestant):
             return
         core = _cpu.core()
         # ones stay ones (each element becomes the mean of ones): no subnormal slows a pass
-        arrays = [np.ones(n, numpy_dtype(d)) for d in
+        arrays = [full(n, 1, numpy_dtype(d)) for d in
                   (self.dtypes.param, self.dtypes.grad)
                   + (self.dtypes.state,) * len(cell.variant.states)]
         self._pass = core.StreamPass(arrays[0], arrays[1], arrays[2:])

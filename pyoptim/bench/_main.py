@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .. import _cpu
-from . import BenchError, SETTINGS, _report
+from . import BenchError, SETTINGS, _cells, _report
 from ._cells import Cell, master_data
 from ._contestants import PYOPTIM, ROOFLINE, Pyoptim, Roofline, Unavailable, cuda_torch, make_peer
 from ._runner import summarize, time_round_robin, validate
@@ -133,8 +133,10 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
     except OSError as e:
         raise BenchError(f"cannot create the output folder {out}: {e}") from None
 
+    _cells.ALIGNMENT = 0 if args.numpy_alignment else 64
     machine = _report.describe_machine()
     config = dict(
+        alignment_bytes=_cells.ALIGNMENT or "numpy",
         command=command, backend=args.backend, peers=list(args.peers),
         rounds=settings[0], warmup=settings[1], validate_steps=settings[2],
         sample_time_s=settings[3], seed=args.seed, quick=args.quick,
