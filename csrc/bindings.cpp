@@ -96,8 +96,10 @@ Optimizer describe() {
 }
 
 const std::vector<Optimizer>& optimizers() {
-  static const std::vector<Optimizer> table{describe<Sgd>(), describe<Adagrad>(),
-                                            describe<Rmsprop>(), describe<Adam>()};
+  static const std::vector<Optimizer> table{
+      describe<Sgd>(),    describe<Adagrad>(),  describe<Rmsprop>(), describe<Adam>(),
+      describe<Adamax>(), describe<Nadam>(),    describe<Radam>(),   describe<Adadelta>(),
+      describe<Asgd>(),   describe<Rprop>(),    describe<Lion>()};
   return table;
 }
 
@@ -413,8 +415,12 @@ rows: for each param, the row of scalars it uses (default: row 0, or row i if th
     if (n < 1) throw py::value_error("set_num_threads: n must be at least 1, got " + std::to_string(n));
     set_num_threads(n);
   }, py::arg("n"), "Sets the number of threads a step uses.");
-  m.def("min_elements_per_thread", [] { return kMinElementsPerThread; },
+  m.def("min_elements_per_thread", &min_elements_per_thread,
         "Below this many elements per thread a step runs on fewer threads (serially below twice it).");
+  m.def("_set_min_elements_per_thread", [](std::int64_t n) {
+    if (n < 1) throw py::value_error("_set_min_elements_per_thread: n must be at least 1");
+    set_min_elements_per_thread(n);
+  }, py::arg("n"), "For bench/threshold.py, which measures the default; not for tuning in use.");
   m.def("simd_target", [] {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
     __builtin_cpu_init();

@@ -16,7 +16,10 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 namespace pyoptim {
 
@@ -56,6 +59,37 @@ inline T maximum(T a, T b) {
   return ((a != a) | (a > b)) ? a : b;
 }
 
+// condition ? a : b, chosen on the bits, so that the compiler cannot move the float operations
+// that computed a or b into a branch (where, floating-point exceptions being traps to it, it
+// would no longer vectorize the loop).
+template <class T>
+inline T select(bool condition, T a, T b) {
+  using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  const U mask = U(0) - static_cast<U>(condition);
+  return std::bit_cast<T>((std::bit_cast<U>(a) & mask) | (std::bit_cast<U>(b) & ~mask));
+}
+
+// torch.sign: -1, 0 or 1, and 0 for NaN.
+template <class T>
+inline T sign(T x) {
+  return static_cast<T>(x > T(0)) - static_cast<T>(x < T(0));
+}
+
+// The prologue every rule starts with (reference._gradient): the gradient times grad_factor
+// (-1 for maximize; pyoptim's classes fold loss scaling and clipping into it), then weight decay,
+// coupled (L2: g + wd*p) or, with Decoupled, decoupled (p * (1 - lr*wd), as in AdamW).
+template <bool WeightDecay, bool Decoupled = false, class T, class S>
+inline void gradient_prologue(T& param, T& grad, const S& s) {
+  grad = s.grad_factor * grad;
+  if constexpr (WeightDecay) {
+    if constexpr (Decoupled) {
+      param = param * s.decay_factor;
+    } else {
+      grad = grad + s.weight_decay * param;
+    }
+  }
+}
+
 struct Sgd {
   static constexpr const char* name = "sgd";
   static constexpr std::array state_names{"momentum_buffer"};
@@ -70,8 +104,7 @@ struct Sgd {
 
   template <unsigned F, class T>
   static void update(T& param, T grad, T& momentum_buffer, const Scalars<T>& s) {
-    grad = s.grad_factor * grad;                                     // -g if maximize
-    if constexpr (F & kWeightDecay) grad = grad + s.weight_decay * param;
+    gradient_prologue<bool(F & kWeightDecay)>(param, grad, s);
     if constexpr (F & kMomentum) {
       if constexpr (F & kFirstStep) {
         momentum_buffer = grad;                                      // b = g on the first step
@@ -102,8 +135,7 @@ struct Adagrad {
 
   template <unsigned F, class T>
   static void update(T& param, T grad, T& sum, const Scalars<T>& s) {
-    grad = s.grad_factor * grad;                                     // -g if maximize
-    if constexpr (F & kWeightDecay) grad = grad + s.weight_decay * param;
+    gradient_prologue<bool(F & kWeightDecay)>(param, grad, s);
     sum = sum + grad * grad;
     param = param - s.clr * grad / (std::sqrt(sum) + s.eps);         // clr: lr with lr_decay
   }
@@ -127,8 +159,7 @@ struct Rmsprop {
   template <unsigned F, class T>
   static void update(T& param, T grad, T& square_avg, T& momentum_buffer, T& grad_avg,
                      const Scalars<T>& s) {
-    grad = s.grad_factor * grad;                                     // -g if maximize
-    if constexpr (F & kWeightDecay) grad = grad + s.weight_decay * param;
+    gradient_prologue<bool(F & kWeightDecay)>(param, grad, s);
     square_avg = square_avg * s.alpha + s.one_minus_alpha * grad * grad;
     T avg;
     if constexpr (F & kCentered) {
@@ -165,14 +196,7 @@ struct Adam {
   template <unsigned F, class T>
   static void update(T& param, T grad, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq,
                      const Scalars<T>& s) {
-    grad = s.grad_factor * grad;                                     // -g if maximize
-    if constexpr (F & kWeightDecay) {
-      if constexpr (F & kDecoupled) {
-        param = param * s.decay_factor;                              // p *= 1 - lr*wd (AdamW)
-      } else {
-        grad = grad + s.weight_decay * param;                        // L2 (Adam)
-      }
-    }
+    gradient_prologue<bool(F & kWeightDecay), bool(F & kDecoupled)>(param, grad, s);
     exp_avg = lerp(exp_avg, grad, s.one_minus_beta1);                // first moment
     exp_avg_sq = exp_avg_sq * s.beta2 + s.one_minus_beta2 * grad * grad;  // second moment
     T second_moment = exp_avg_sq;
@@ -182,6 +206,181 @@ struct Adam {
     }
     const T denom = std::sqrt(second_moment) / s.bias_correction2_sqrt + s.eps;
     param = param - s.step_size * exp_avg / denom;                   // step_size = lr / (1 - beta1^t)
+  }
+};
+
+struct Adamax {
+  static constexpr const char* name = "adamax";
+  static constexpr std::array state_names{"exp_avg", "exp_inf"};
+  static constexpr std::array flag_names{"weight_decay"};
+  enum : unsigned { kWeightDecay = 1u };
+  static constexpr bool reads(unsigned, int) { return true; }
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_ADAMAX_SCALARS(X) \
+  X(grad_factor) X(weight_decay) X(one_minus_beta1) X(beta2) X(eps) X(clr)
+  PYOPTIM_SCALARS(PYOPTIM_ADAMAX_SCALARS)
+#undef PYOPTIM_ADAMAX_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& exp_avg, T& exp_inf, const Scalars<T>& s) {
+    gradient_prologue<bool(F & kWeightDecay)>(param, grad, s);
+    exp_avg = lerp(exp_avg, grad, s.one_minus_beta1);
+    exp_inf = maximum(exp_inf * s.beta2, std::abs(grad) + s.eps);   // infinity norm
+    param = param - s.clr * exp_avg / exp_inf;                       // clr = lr / (1 - beta1^t)
+  }
+};
+
+struct Nadam {
+  static constexpr const char* name = "nadam";
+  static constexpr std::array state_names{"exp_avg", "exp_avg_sq"};
+  static constexpr std::array flag_names{"weight_decay", "decoupled_weight_decay"};
+  enum : unsigned { kWeightDecay = 1u, kDecoupled = 2u };
+  static constexpr bool reads(unsigned, int) { return true; }
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_NADAM_SCALARS(X)                                                            \
+  X(grad_factor) X(weight_decay) X(decay_factor) X(one_minus_beta1) X(beta2) X(one_minus_beta2) \
+  X(bias_correction2) X(eps) X(grad_coefficient) X(exp_avg_coefficient)
+  PYOPTIM_SCALARS(PYOPTIM_NADAM_SCALARS)
+#undef PYOPTIM_NADAM_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& exp_avg, T& exp_avg_sq, const Scalars<T>& s) {
+    gradient_prologue<bool(F & kWeightDecay), bool(F & kDecoupled)>(param, grad, s);
+    exp_avg = lerp(exp_avg, grad, s.one_minus_beta1);
+    exp_avg_sq = exp_avg_sq * s.beta2 + s.one_minus_beta2 * grad * grad;
+    const T denom = std::sqrt(exp_avg_sq / s.bias_correction2) + s.eps;
+    // the momentum schedule's coefficients: lr (1 - mu_t) / (1 - P), lr mu_t+1 / (1 - P mu_t+1)
+    param = param - s.grad_coefficient * grad / denom;
+    param = param - s.exp_avg_coefficient * exp_avg / denom;
+  }
+};
+
+struct Radam {
+  static constexpr const char* name = "radam";
+  static constexpr std::array state_names{"exp_avg", "exp_avg_sq"};
+  static constexpr std::array flag_names{"weight_decay", "decoupled_weight_decay", "rectify"};
+  enum : unsigned { kWeightDecay = 1u, kDecoupled = 2u, kRectify = 4u };
+  static constexpr bool reads(unsigned, int) { return true; }
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_RADAM_SCALARS(X)                                                            \
+  X(grad_factor) X(weight_decay) X(decay_factor) X(one_minus_beta1) X(beta2) X(one_minus_beta2) \
+  X(bias_correction1) X(lr) X(bias_correction2_sqrt) X(eps) X(rect)
+  PYOPTIM_SCALARS(PYOPTIM_RADAM_SCALARS)
+#undef PYOPTIM_RADAM_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& exp_avg, T& exp_avg_sq, const Scalars<T>& s) {
+    gradient_prologue<bool(F & kWeightDecay), bool(F & kDecoupled)>(param, grad, s);
+    exp_avg = lerp(exp_avg, grad, s.one_minus_beta1);
+    exp_avg_sq = exp_avg_sq * s.beta2 + s.one_minus_beta2 * grad * grad;
+    const T exp_avg_hat = exp_avg / s.bias_correction1;
+    if constexpr (F & kRectify) {                                    // rho_t > 5 (host)
+      const T adaptive_lr = s.bias_correction2_sqrt / (std::sqrt(exp_avg_sq) + s.eps);
+      param = param - exp_avg_hat * s.lr * adaptive_lr * s.rect;
+    } else {
+      param = param - exp_avg_hat * s.lr;
+    }
+  }
+};
+
+struct Adadelta {
+  static constexpr const char* name = "adadelta";
+  static constexpr std::array state_names{"square_avg", "acc_delta"};
+  static constexpr std::array flag_names{"weight_decay"};
+  enum : unsigned { kWeightDecay = 1u };
+  static constexpr bool reads(unsigned, int) { return true; }
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_ADADELTA_SCALARS(X) X(grad_factor) X(weight_decay) X(rho) X(one_minus_rho) X(eps) X(lr)
+  PYOPTIM_SCALARS(PYOPTIM_ADADELTA_SCALARS)
+#undef PYOPTIM_ADADELTA_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& square_avg, T& acc_delta, const Scalars<T>& s) {
+    gradient_prologue<bool(F & kWeightDecay)>(param, grad, s);
+    square_avg = square_avg * s.rho + s.one_minus_rho * grad * grad;
+    const T delta = std::sqrt(acc_delta + s.eps) / std::sqrt(square_avg + s.eps) * grad;
+    acc_delta = acc_delta * s.rho + s.one_minus_rho * delta * delta;
+    param = param - s.lr * delta;
+  }
+};
+
+struct Asgd {
+  static constexpr const char* name = "asgd";
+  static constexpr std::array state_names{"ax"};
+  static constexpr std::array flag_names{"weight_decay", "average"};
+  enum : unsigned { kWeightDecay = 1u, kAverage = 2u };
+  static constexpr bool reads(unsigned f, int) { return f & kAverage; }  // else ax = p
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_ASGD_SCALARS(X) X(grad_factor) X(weight_decay) X(decay_factor) X(eta) X(mu)
+  PYOPTIM_SCALARS(PYOPTIM_ASGD_SCALARS)
+#undef PYOPTIM_ASGD_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& ax, const Scalars<T>& s) {
+    gradient_prologue<bool(F & kWeightDecay)>(param, grad, s);
+    param = param * s.decay_factor;                                  // 1 - lambd * eta
+    param = param - s.eta * grad;
+    if constexpr (F & kAverage) {                                    // mu != 1 (host)
+      ax = ax + (param - ax) * s.mu;
+    } else {
+      ax = param;
+    }
+  }
+};
+
+struct Rprop {
+  static constexpr const char* name = "rprop";
+  static constexpr std::array state_names{"prev", "step_size"};
+  static constexpr std::array<const char*, 0> flag_names{};
+  static constexpr bool reads(unsigned, int) { return true; }
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_RPROP_SCALARS(X) X(grad_factor) X(etaminus) X(etaplus) X(step_size_min) X(step_size_max)
+  PYOPTIM_SCALARS(PYOPTIM_RPROP_SCALARS)
+#undef PYOPTIM_RPROP_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& prev, T& step_size, const Scalars<T>& s) {
+    gradient_prologue<false>(param, grad, s);
+    const T c = sign(grad * prev);
+    const T factor = select(c > T(0), s.etaplus, select(c < T(0), s.etaminus, T(1)));
+    step_size = std::min(std::max(step_size * factor, s.step_size_min), s.step_size_max);
+    grad = factor == s.etaminus ? T(0) : grad;                       // sign flipped: no step
+    param = param - sign(grad) * step_size;
+    prev = grad;
+  }
+};
+
+// Lion (Chen et al. 2023), not in torch.optim: c = b1 m + (1-b1) g; p -= lr (sign(c) + wd p);
+// m = b2 m + (1-b2) g.
+struct Lion {
+  static constexpr const char* name = "lion";
+  static constexpr std::array state_names{"exp_avg"};
+  static constexpr std::array flag_names{"weight_decay"};
+  enum : unsigned { kWeightDecay = 1u };
+  static constexpr bool reads(unsigned, int) { return true; }
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_LION_SCALARS(X) \
+  X(grad_factor) X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(lr) X(weight_decay)
+  PYOPTIM_SCALARS(PYOPTIM_LION_SCALARS)
+#undef PYOPTIM_LION_SCALARS
+
+  template <unsigned F, class T>
+  static void update(T& param, T grad, T& exp_avg, const Scalars<T>& s) {
+    gradient_prologue<false>(param, grad, s);
+    const T c = s.beta1 * exp_avg + s.one_minus_beta1 * grad;
+    if constexpr (F & kWeightDecay) {
+      param = param - s.lr * (sign(c) + s.weight_decay * param);
+    } else {
+      param = param - s.lr * sign(c);
+    }
+    exp_avg = s.beta2 * exp_avg + s.one_minus_beta2 * grad;
   }
 };
 

@@ -15,9 +15,12 @@ namespace pyoptim {
 int num_threads();
 void set_num_threads(int n);
 
-// Each thread gets at least this many elements: below it a step runs serially, because starting
-// a parallel region costs more than the elements save (bench/threshold.py measures it).
-inline constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 15;
+// Each thread gets at least this many elements: below twice it a step runs serially, because
+// starting a parallel region costs more than the elements save. The default is measured by
+// bench/threshold.py (bench/README.md); set_min_elements_per_thread exists for that measurement.
+inline constexpr std::int64_t kMinElementsPerThread = std::int64_t{1} << 13;
+std::int64_t min_elements_per_thread();
+void set_min_elements_per_thread(std::int64_t n);
 
 // Thread ranges begin at multiples of this many elements, so that two threads never write into
 // the same cache line of a buffer.
@@ -27,7 +30,7 @@ inline constexpr std::int64_t kGrain = 64;
 // only decides who computes an element, never how: results do not depend on the thread count.
 template <class Body>
 void parallel_for(std::int64_t n, const Body& body) {
-  const std::int64_t wanted = std::min<std::int64_t>(num_threads(), n / kMinElementsPerThread);
+  const std::int64_t wanted = std::min<std::int64_t>(num_threads(), n / min_elements_per_thread());
   if (wanted <= 1) {
     body(std::int64_t{0}, n);
     return;

@@ -6,6 +6,9 @@ you already have (NumPy, PyTorch, CuPy...) and updates them in place, zero-copy.
 
     pyoptim.functional   one step on your arrays: sgd, adagrad, rmsprop, adam, adamw
     pyoptim.reference    the NumPy reference: the specification of the math
+
+GPU arrays (CuPy, Numba, PyTorch CUDA tensors) go to the CUDA backend when numba-cuda is
+installed (pip install "pyoptim[cuda]"); it is imported only when the first GPU array arrives.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 from . import functional, reference
 from ._cpu import available as _cpu_available
 from ._cpu import core as _core_module
+from ._cuda import available as _cuda_available
+from ._cuda import get_launch_config as get_cuda_launch_config
+from ._cuda import set_launch_config as set_cuda_launch_config
 
 __version__ = "0.1.0"
 
@@ -22,6 +28,8 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "available_backends",
+    "set_cuda_launch_config",
+    "get_cuda_launch_config",
     "__version__",
 ]
 
@@ -39,8 +47,11 @@ def get_num_threads() -> int:
 
 def available_backends() -> list[str]:
     """The backends that can run here: 'numpy' always, 'cpu' with the compiled extension,
-    'cuda' with numba-cuda and a GPU (or its simulator)."""
+    'cuda' with numba-cuda and a GPU (or its simulator, NUMBA_ENABLE_CUDASIM=1; this imports
+    numba when numba-cuda is installed)."""
     backends = ["numpy"]
     if _cpu_available():
         backends.append("cpu")
+    if _cuda_available():
+        backends.append("cuda")
     return backends

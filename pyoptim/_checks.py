@@ -78,3 +78,22 @@ def host_buffer(name, array) -> Buffer:
         address=array.__array_interface__["data"][0],
         nbytes=array.nbytes,
     )
+
+
+def host_scalar(opt_name: str, name: str, value) -> "np.ndarray":
+    """A scalar state kept on the host (NAdam's mu_product, ASGD's eta and mu): a writeable NumPy
+    array (or host array) of one float32 or float64 element, updated in place."""
+    from ._arrays import host_view  # noqa: PLC0415
+
+    where = f"{opt_name}: {name}"
+    try:
+        array = host_view(value, name)
+    except TypeError:
+        raise TypeError(f"{where} must be a one-element float32 or float64 host array (torch's "
+                        f"scalar state), got {type(value).__name__}") from None
+    if array.size != 1 or array.dtype.name not in ("float32", "float64"):
+        raise TypeError(f"{where} must be a one-element float32 or float64 host array (torch's "
+                        f"scalar state), got {array.dtype.name} of shape {array.shape}")
+    if not array.flags.writeable:
+        raise ValueError(f"{where} is read-only; it is updated in place")
+    return array

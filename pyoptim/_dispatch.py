@@ -26,7 +26,7 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
     opt.check(hp)
     step = _spec.check_step(step)
     needed = opt.needed_states(hp)
-    missing = [name for name in needed if states.get(name) is None]
+    missing = [name for name in needed + opt.host_states if states.get(name) is None]
     if missing:
         active = [f for f, on in opt.active_flags(hp, step).items() if on and f != "first_step"]
         because = f" with {', '.join(active)}" if active else ""
@@ -34,17 +34,12 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
             f"{opt.name}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required"
             f"{because} but was not given"
         )
+    host = {name: _checks.host_scalar(opt.name, name, states[name]) for name in opt.host_states}
     arrays = {"param": param, "grad": grad, **{name: states[name] for name in needed}}
     placement = _arrays.placement(arrays)
     backend = _choose_backend(backend, placement)
-    if backend == "cuda":
-        from . import _cuda  # noqa: PLC0415 (imports numba only when a GPU array comes)
-
-        _cuda.functional_step(opt, arrays, step, hp)
-        return
-    views = {name: x if type(x) is np.ndarray else _arrays.host_view(x, name)
-             for name, x in arrays.items()}
     if backend == "numpy":
+        views = _host_views(arrays)
         _checks.check(
             opt.name,
             _checks.host_buffer("param", views["param"]),
@@ -52,15 +47,25 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
             [_checks.host_buffer(name, views[name]) for name in needed],
         )
         getattr(reference, opt.name)(
-            views["param"], views["grad"], **{name: views[name] for name in needed}, step=step,
-            **hp
+            views["param"], views["grad"], **{name: views[name] for name in needed}, **host,
+            step=step, **hp
         )
         return
-    _cpu.step(
-        opt,
-        opt.flag_mask(hp, step),
-        [views["param"]],
-        [views["grad"]],
-        {name: [views[name]] for name in needed},
-        opt.scalars(hp, step),
-    )
+    current = {name: array.reshape(()).copy() for name, array in host.items()}
+    flags, scalars = opt.flag_mask(hp, step, current), opt.scalars(hp, step, host=current)
+    if backend == "cuda":
+        from . import _cuda  # noqa: PLC0415 (imports numba only when a GPU array comes)
+
+        _cuda.step(opt, flags, [param], [grad], {name: [states[name]] for name in needed},
+                   scalars)
+    else:
+        views = _host_views(arrays)
+        _cpu.step(opt, flags, [views["param"]], [views["grad"]],
+                  {name: [views[name]] for name in needed}, scalars)
+    for name, value in opt.advance_host(hp, step, current).items():  # after the step succeeded
+        host[name][...] = value
+
+
+def _host_views(arrays: dict) -> dict:
+    return {name: x if type(x) is np.ndarray else _arrays.host_view(x, name)
+            for name, x in arrays.items()}

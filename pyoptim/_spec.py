@@ -17,6 +17,8 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
 
+import numpy as np
+
 # The supported (param, grad, state) dtype combinations: the grad is the param's dtype or float32,
 # the state float32 or the param's dtype; 16-bit values are computed in float32.
 DTYPE_COMBINATIONS: tuple[tuple[str, str, str], ...] = (
@@ -133,6 +135,77 @@ class AdamScalars(NamedTuple):
     eps: float
 
 
+class AdamaxScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    one_minus_beta1: float
+    beta2: float
+    eps: float
+    clr: float
+
+
+class NadamScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    decay_factor: float
+    one_minus_beta1: float
+    beta2: float
+    one_minus_beta2: float
+    bias_correction2: float
+    eps: float
+    grad_coefficient: float
+    exp_avg_coefficient: float
+
+
+class RadamScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    decay_factor: float
+    one_minus_beta1: float
+    beta2: float
+    one_minus_beta2: float
+    bias_correction1: float
+    lr: float
+    bias_correction2_sqrt: float
+    eps: float
+    rect: float
+
+
+class AdadeltaScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    rho: float
+    one_minus_rho: float
+    eps: float
+    lr: float
+
+
+class AsgdScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    decay_factor: float
+    eta: float
+    mu: float
+
+
+class RpropScalars(NamedTuple):
+    grad_factor: float
+    etaminus: float
+    etaplus: float
+    step_size_min: float
+    step_size_max: float
+
+
+class LionScalars(NamedTuple):
+    grad_factor: float
+    beta1: float
+    one_minus_beta1: float
+    beta2: float
+    one_minus_beta2: float
+    lr: float
+    weight_decay: float
+
+
 def _grad_factor(hp: Mapping[str, Any], grad_factor: float) -> float:
     return -grad_factor if hp["maximize"] else grad_factor
 
@@ -148,7 +221,7 @@ def _sgd_check(hp):
         )
 
 
-def _sgd_flags(hp, step):
+def _sgd_flags(hp, step, host=None):
     return {
         "weight_decay": hp["weight_decay"] != 0,
         "momentum": hp["momentum"] != 0,
@@ -157,7 +230,7 @@ def _sgd_flags(hp, step):
     }
 
 
-def _sgd_scalars(hp, step, grad_factor):
+def _sgd_scalars(hp, step, grad_factor, host):
     return SgdScalars(
         grad_factor=_grad_factor(hp, grad_factor),
         weight_decay=float(hp["weight_decay"]),
@@ -172,11 +245,11 @@ def _adagrad_check(hp):
         _at_least_zero(name, hp[name])
 
 
-def _adagrad_flags(hp, step):
+def _adagrad_flags(hp, step, host=None):
     return {"weight_decay": hp["weight_decay"] != 0}
 
 
-def _adagrad_scalars(hp, step, grad_factor):
+def _adagrad_scalars(hp, step, grad_factor, host):
     return AdagradScalars(
         grad_factor=_grad_factor(hp, grad_factor),
         weight_decay=float(hp["weight_decay"]),
@@ -190,7 +263,7 @@ def _rmsprop_check(hp):
         _at_least_zero(name, hp[name])
 
 
-def _rmsprop_flags(hp, step):
+def _rmsprop_flags(hp, step, host=None):
     return {
         "weight_decay": hp["weight_decay"] != 0,
         "centered": bool(hp["centered"]),
@@ -198,7 +271,7 @@ def _rmsprop_flags(hp, step):
     }
 
 
-def _rmsprop_scalars(hp, step, grad_factor):
+def _rmsprop_scalars(hp, step, grad_factor, host):
     return RmspropScalars(
         grad_factor=_grad_factor(hp, grad_factor),
         weight_decay=float(hp["weight_decay"]),
@@ -216,7 +289,7 @@ def _adam_check(hp):
     _betas(hp["betas"])
 
 
-def _adam_flags(hp, step):
+def _adam_flags(hp, step, host=None):
     return {
         "weight_decay": hp["weight_decay"] != 0,
         "decoupled_weight_decay": bool(hp.get("decoupled_weight_decay", True)),
@@ -224,7 +297,7 @@ def _adam_flags(hp, step):
     }
 
 
-def _adam_scalars(hp, step, grad_factor):
+def _adam_scalars(hp, step, grad_factor, host):
     beta1, beta2 = (float(b) for b in hp["betas"])
     lr = float(hp["lr"])
     # as torch.optim.Adam computes them, in float64
@@ -243,6 +316,203 @@ def _adam_scalars(hp, step, grad_factor):
     )
 
 
+def _adamax_check(hp):
+    for name in ("lr", "eps", "weight_decay"):
+        _at_least_zero(name, hp[name])
+    _betas(hp["betas"])
+
+
+def _adamax_scalars(hp, step, grad_factor, host):
+    beta1, beta2 = (float(b) for b in hp["betas"])
+    return AdamaxScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        one_minus_beta1=1 - beta1,
+        beta2=beta2,
+        eps=float(hp["eps"]),
+        clr=hp["lr"] / (1 - beta1**step),
+    )
+
+
+def _nadam_check(hp):
+    _adam_check(hp)
+    _at_least_zero("momentum_decay", hp["momentum_decay"])
+
+
+def _nadam_momentum(hp, step):
+    """torch's momentum schedule mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay))."""
+    return float(hp["betas"][0]) * (1.0 - 0.5 * (0.96 ** (step * hp["momentum_decay"])))
+
+
+def _nadam_advance(hp, step, host):
+    # mu_product *= mu_t, in the state's dtype (torch keeps it in float32, its scalar dtype)
+    mu_product = np.asarray(host["mu_product"])
+    return {"mu_product": mu_product * mu_product.dtype.type(_nadam_momentum(hp, step))}
+
+
+def _nadam_scalars(hp, step, grad_factor, host):
+    beta1, beta2 = (float(b) for b in hp["betas"])
+    lr = float(hp["lr"])
+    mu = _nadam_momentum(hp, step)
+    mu_next = _nadam_momentum(hp, step + 1)
+    mu_product = float(_nadam_advance(hp, step, host)["mu_product"])
+    mu_product_next = mu_product * mu_next
+    return NadamScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        decay_factor=1 - lr * hp["weight_decay"],
+        one_minus_beta1=1 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1 - beta2,
+        bias_correction2=1 - beta2**step,
+        eps=float(hp["eps"]),
+        grad_coefficient=lr * (1.0 - mu) / (1.0 - mu_product),
+        exp_avg_coefficient=lr * mu_next / (1.0 - mu_product_next),
+    )
+
+
+def _radam_rho(hp, step):
+    beta2 = float(hp["betas"][1])
+    rho_inf = 2 / (1 - beta2) - 1
+    return rho_inf, rho_inf - 2 * step * (beta2**step) / (1 - beta2**step)
+
+
+def _radam_flags(hp, step, host=None):
+    return {"weight_decay": hp["weight_decay"] != 0,
+            "decoupled_weight_decay": bool(hp["decoupled_weight_decay"]),
+            "rectify": _radam_rho(hp, step)[1] > 5.0}  # torch's test for the rectification
+
+
+def _radam_scalars(hp, step, grad_factor, host):
+    beta1, beta2 = (float(b) for b in hp["betas"])
+    lr = float(hp["lr"])
+    rho_inf, rho_t = _radam_rho(hp, step)
+    rectify = rho_t > 5.0
+    return RadamScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        decay_factor=1 - lr * hp["weight_decay"],
+        one_minus_beta1=1 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1 - beta2,
+        bias_correction1=1 - beta1**step,
+        lr=lr,
+        bias_correction2_sqrt=(1 - beta2**step) ** 0.5,
+        eps=float(hp["eps"]),
+        rect=((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        if rectify else 1.0,
+    )
+
+
+def _adadelta_check(hp):
+    for name in ("lr", "eps", "weight_decay"):
+        _at_least_zero(name, hp[name])
+    if not 0.0 <= _real("rho", hp["rho"]) <= 1.0:
+        raise ValueError(f"invalid rho={hp['rho']!r}: expected a value in [0, 1]")
+
+
+def _adadelta_scalars(hp, step, grad_factor, host):
+    return AdadeltaScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        rho=float(hp["rho"]),
+        one_minus_rho=1 - hp["rho"],
+        eps=float(hp["eps"]),
+        lr=float(hp["lr"]),
+    )
+
+
+def _asgd_check(hp):
+    for name in ("lr", "weight_decay"):
+        _at_least_zero(name, hp[name])
+    for name in ("lambd", "alpha", "t0"):
+        _real(name, hp[name])
+
+
+def _asgd_flags(hp, step, host=None):
+    mu = 1.0 if host is None else float(host["mu"])
+    return {"weight_decay": hp["weight_decay"] != 0, "average": mu != 1.0}
+
+
+def _asgd_advance(hp, step, host):
+    # as torch: after step t, eta = lr / (1 + lambd*lr*t)^alpha and mu = 1 / max(1, t - t0),
+    # stored in the states' dtypes (torch's scalar dtype, float32)
+    lr = float(hp["lr"])
+    eta = np.asarray(host["eta"])
+    mu = np.asarray(host["mu"])
+    return {"eta": eta.dtype.type(lr / ((1 + hp["lambd"] * lr * step) ** hp["alpha"])),
+            "mu": mu.dtype.type(1 / max(1, step - hp["t0"]))}
+
+
+def _asgd_scalars(hp, step, grad_factor, host):
+    eta = float(host["eta"])
+    return AsgdScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        decay_factor=1 - hp["lambd"] * eta,
+        eta=eta,
+        mu=float(host["mu"]),
+    )
+
+
+def _rprop_check(hp):
+    _at_least_zero("lr", hp["lr"])
+    etas, sizes = hp["etas"], hp["step_sizes"]
+    if not isinstance(etas, (tuple, list)) or len(etas) != 2:
+        raise TypeError(f"etas must be a pair (etaminus, etaplus), got {etas!r}")
+    if not isinstance(sizes, (tuple, list)) or len(sizes) != 2:
+        raise TypeError(f"step_sizes must be a pair (min, max), got {sizes!r}")
+    if not 0.0 < _real("etas[0]", etas[0]) < 1.0 < _real("etas[1]", etas[1]):
+        raise ValueError(f"invalid etas={tuple(etas)!r}: expected 0 < etaminus < 1 < etaplus")
+    _real("step_sizes[0]", sizes[0])
+    _real("step_sizes[1]", sizes[1])
+
+
+def _rprop_scalars(hp, step, grad_factor, host):
+    return RpropScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        etaminus=float(hp["etas"][0]),
+        etaplus=float(hp["etas"][1]),
+        step_size_min=float(hp["step_sizes"][0]),
+        step_size_max=float(hp["step_sizes"][1]),
+    )
+
+
+def _lion_check(hp):
+    for name in ("lr", "weight_decay"):
+        _at_least_zero(name, hp[name])
+    betas = hp["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for index, beta in enumerate(betas):
+        if not 0.0 <= _real(f"betas[{index}]", beta) <= 1.0:
+            raise ValueError(f"invalid betas[{index}]={beta!r}: expected a value in [0, 1]")
+
+
+def _lion_scalars(hp, step, grad_factor, host):
+    beta1, beta2 = (float(b) for b in hp["betas"])
+    return LionScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        beta1=beta1,
+        one_minus_beta1=1 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1 - beta2,
+        lr=float(hp["lr"]),
+        weight_decay=float(hp["weight_decay"]),
+    )
+
+
+def _weight_decay_flag(hp, step, host=None):
+    return {"weight_decay": hp["weight_decay"] != 0}
+
+
+_HOST_INITIAL = {
+    "mu_product": lambda hp: 1.0,
+    "eta": lambda hp: hp["lr"],
+    "mu": lambda hp: 1.0,
+}
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -251,15 +521,25 @@ class Optimizer:
     """One optimizer as the backends see it."""
 
     name: str  # the functional / reference function name
-    kernel: str  # the compiled rule that runs it (AdamW runs Adam's)
     defaults: Mapping[str, Any]  # hyperparameters of the functional form, torch.optim's defaults
     states: tuple[str, ...]  # state names, in kernel order
     flags: tuple[str, ...]  # kernel flag names: bit k of the mask is flags[k]
     scalar_type: type
     _check: Callable[[Mapping[str, Any]], None]
-    _flags: Callable[[Mapping[str, Any], int], dict]
-    _scalars: Callable[[Mapping[str, Any], int, float], tuple]
-    _needs: Callable[[Mapping[str, bool]], tuple[str, ...]]
+    _flags: Callable[..., dict]  # (hp, step, host=None) -> {flag name: bool}
+    _scalars: Callable[..., tuple]  # (hp, step, grad_factor, host) -> scalars
+    kernel: str = ""  # the compiled rule that runs it, if not its name (AdamW runs Adam's)
+    # the states that options need, from the active flags; default: all of them
+    _needs: Callable[[Mapping[str, bool]], tuple[str, ...]] | None = None
+    # torch's scalar state (NAdam's mu_product, ASGD's eta and mu): one value per param, kept on
+    # the host in a one-element array of the state's own dtype. The per-step scalars are derived
+    # from it; _advance gives its values after this step.
+    host_states: tuple[str, ...] = ()
+    _advance: Callable[..., dict] | None = None  # (hp, step, host) -> new host values
+
+    def __post_init__(self):
+        if not self.kernel:
+            object.__setattr__(self, "kernel", self.name)
 
     def hyperparameters(self, given: Mapping[str, Any]) -> dict:
         """The defaults updated with the given values, checked."""
@@ -281,12 +561,12 @@ class Optimizer:
         except (TypeError, ValueError) as e:
             raise type(e)(f"{self.name}: {e}") from None
 
-    def active_flags(self, hp: Mapping[str, Any], step: int) -> dict:
-        return self._flags(hp, step)
+    def active_flags(self, hp: Mapping[str, Any], step: int, host=None) -> dict:
+        return self._flags(hp, step, host)
 
-    def flag_mask(self, hp: Mapping[str, Any], step: int) -> int:
+    def flag_mask(self, hp: Mapping[str, Any], step: int, host=None) -> int:
         """The kernels' bit mask: bit k set when flags[k] is active."""
-        active = self._flags(hp, step)
+        active = self._flags(hp, step, host)
         mask = 0
         for k, name in enumerate(self.flags):
             if active[name]:
@@ -295,17 +575,27 @@ class Optimizer:
 
     def needed_states(self, hp: Mapping[str, Any]) -> tuple[str, ...]:
         """The state buffers a step with these hyperparameters reads or writes."""
-        return self._needs(self._flags(hp, 1))
+        return self._needs(self._flags(hp, 1)) if self._needs else self.states
 
-    def scalars(self, hp: Mapping[str, Any], step: int, grad_factor: float = 1.0) -> tuple:
+    def scalars(self, hp: Mapping[str, Any], step: int, grad_factor: float = 1.0,
+                host: Mapping[str, Any] | None = None) -> tuple:
         """The per-step scalars in float64. grad_factor multiplies the gradient first (its sign
-        flips for maximize); pyoptim's classes fold loss-scale and clipping factors into it."""
-        return self._scalars(hp, step, grad_factor)
+        flips for maximize); pyoptim's classes fold loss-scale and clipping factors into it.
+        host: the current values of the host states (0-d NumPy values of their dtype)."""
+        return self._scalars(hp, step, grad_factor, host or {})
+
+    def advance_host(self, hp: Mapping[str, Any], step: int, host: Mapping[str, Any]) -> dict:
+        """The host states' values after this step, in their own dtypes."""
+        return self._advance(hp, step, host) if self._advance else {}
+
+    def initial_host(self, hp: Mapping[str, Any], dtype=np.float32) -> dict:
+        """Host states before the first step, as torch.optim initializes them (float32, torch's
+        scalar dtype)."""
+        return {name: np.array(_HOST_INITIAL[name](hp), dtype) for name in self.host_states}
 
 
 SGD = Optimizer(
     name="sgd",
-    kernel="sgd",
     defaults=dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                   maximize=False),
     states=("momentum_buffer",),
@@ -319,7 +609,6 @@ SGD = Optimizer(
 
 ADAGRAD = Optimizer(
     name="adagrad",
-    kernel="adagrad",
     defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False),
     states=("sum",),
     flags=("weight_decay",),
@@ -327,12 +616,10 @@ ADAGRAD = Optimizer(
     _check=_adagrad_check,
     _flags=_adagrad_flags,
     _scalars=_adagrad_scalars,
-    _needs=lambda f: ("sum",),
 )
 
 RMSPROP = Optimizer(
     name="rmsprop",
-    kernel="rmsprop",
     defaults=dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
                   maximize=False),
     states=("square_avg", "momentum_buffer", "grad_avg"),
@@ -347,7 +634,6 @@ RMSPROP = Optimizer(
 
 ADAM = Optimizer(
     name="adam",
-    kernel="adam",
     defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                   maximize=False, decoupled_weight_decay=False),
     states=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
@@ -374,4 +660,92 @@ ADAMW = Optimizer(
     _needs=ADAM._needs,
 )
 
-OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW)}
+ADAMAX = Optimizer(
+    name="adamax",
+    defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
+    states=("exp_avg", "exp_inf"),
+    flags=("weight_decay",),
+    scalar_type=AdamaxScalars,
+    _check=_adamax_check,
+    _flags=_weight_decay_flag,
+    _scalars=_adamax_scalars,
+)
+
+NADAM = Optimizer(
+    name="nadam",
+    defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                  decoupled_weight_decay=False, maximize=False),
+    states=("exp_avg", "exp_avg_sq"),
+    flags=("weight_decay", "decoupled_weight_decay"),
+    scalar_type=NadamScalars,
+    _check=_nadam_check,
+    _flags=lambda hp, step, host=None: {
+        "weight_decay": hp["weight_decay"] != 0,
+        "decoupled_weight_decay": bool(hp["decoupled_weight_decay"])},
+    _scalars=_nadam_scalars,
+    host_states=("mu_product",),
+    _advance=_nadam_advance,
+)
+
+RADAM = Optimizer(
+    name="radam",
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  decoupled_weight_decay=False, maximize=False),
+    states=("exp_avg", "exp_avg_sq"),
+    flags=("weight_decay", "decoupled_weight_decay", "rectify"),
+    scalar_type=RadamScalars,
+    _check=_adam_check,
+    _flags=_radam_flags,
+    _scalars=_radam_scalars,
+)
+
+ADADELTA = Optimizer(
+    name="adadelta",
+    defaults=dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
+    states=("square_avg", "acc_delta"),
+    flags=("weight_decay",),
+    scalar_type=AdadeltaScalars,
+    _check=_adadelta_check,
+    _flags=_weight_decay_flag,
+    _scalars=_adadelta_scalars,
+)
+
+ASGD = Optimizer(
+    name="asgd",
+    defaults=dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
+    states=("ax",),
+    flags=("weight_decay", "average"),
+    scalar_type=AsgdScalars,
+    _check=_asgd_check,
+    _flags=_asgd_flags,
+    _scalars=_asgd_scalars,
+    host_states=("eta", "mu"),
+    _advance=_asgd_advance,
+)
+
+RPROP = Optimizer(
+    name="rprop",
+    defaults=dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0), maximize=False),
+    states=("prev", "step_size"),
+    flags=(),
+    scalar_type=RpropScalars,
+    _check=_rprop_check,
+    _flags=lambda hp, step, host=None: {},
+    _scalars=_rprop_scalars,
+)
+
+LION = Optimizer(
+    name="lion",
+    defaults=dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
+    states=("exp_avg",),
+    flags=("weight_decay",),
+    scalar_type=LionScalars,
+    _check=_lion_check,
+    _flags=_weight_decay_flag,
+    _scalars=_lion_scalars,
+)
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    o.name: o for o in (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, NADAM, RADAM, ADADELTA, ASGD,
+                        RPROP, LION)
+}

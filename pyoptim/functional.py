@@ -37,7 +37,8 @@ from __future__ import annotations
 from . import _spec
 from ._dispatch import functional_step
 
-__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw"]
+__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
+           "asgd", "rprop", "lion"]
 
 
 def sgd(param, grad, *, momentum_buffer=None, step, lr=1e-3, momentum=0.0, dampening=0.0,
@@ -108,4 +109,80 @@ def adamw(param, grad, *, exp_avg, exp_avg_sq, max_exp_avg_sq=None, step, lr=1e-
                      "max_exp_avg_sq": max_exp_avg_sq}, step,
                     dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize),
+                    backend)
+
+
+def adamax(param, grad, *, exp_avg, exp_inf, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+           weight_decay=0.0, maximize=False, backend=None):
+    """Adamax (torch.optim.Adamax); see pyoptim.reference.adamax."""
+    functional_step(_spec.ADAMAX, param, grad, {"exp_avg": exp_avg, "exp_inf": exp_inf}, step,
+                    dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize),
+                    backend)
+
+
+def nadam(param, grad, *, exp_avg, exp_avg_sq, mu_product, step, lr=2e-3, betas=(0.9, 0.999),
+          eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+          maximize=False, backend=None):
+    """NAdam (torch.optim.NAdam); see pyoptim.reference.nadam.
+
+    ``mu_product`` is torch's scalar state: a one-element NumPy array on the host (float32 as
+    torch keeps it, or float64), starting at 1, updated in place.
+    """
+    functional_step(_spec.NADAM, param, grad,
+                    {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "mu_product": mu_product},
+                    step,
+                    dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         momentum_decay=momentum_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize),
+                    backend)
+
+
+def radam(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+          weight_decay=0.0, decoupled_weight_decay=False, maximize=False, backend=None):
+    """RAdam (torch.optim.RAdam); see pyoptim.reference.radam."""
+    functional_step(_spec.RADAM, param, grad, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq},
+                    step,
+                    dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize),
+                    backend)
+
+
+def adadelta(param, grad, *, square_avg, acc_delta, step, lr=1.0, rho=0.9, eps=1e-6,
+             weight_decay=0.0, maximize=False, backend=None):
+    """Adadelta (torch.optim.Adadelta); see pyoptim.reference.adadelta."""
+    functional_step(_spec.ADADELTA, param, grad,
+                    {"square_avg": square_avg, "acc_delta": acc_delta}, step,
+                    dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize),
+                    backend)
+
+
+def asgd(param, grad, *, ax, eta, mu, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
+         weight_decay=0.0, maximize=False, backend=None):
+    """Averaged SGD (torch.optim.ASGD); see pyoptim.reference.asgd.
+
+    ``eta`` and ``mu`` are torch's scalar states: one-element NumPy arrays on the host (float32
+    as torch keeps them, or float64), starting at lr and 1, updated in place.
+    """
+    functional_step(_spec.ASGD, param, grad, {"ax": ax, "eta": eta, "mu": mu}, step,
+                    dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                         maximize=maximize),
+                    backend)
+
+
+def rprop(param, grad, *, prev, step_size, step, lr=1e-2, etas=(0.5, 1.2),
+          step_sizes=(1e-6, 50.0), maximize=False, backend=None):
+    """Rprop (torch.optim.Rprop); see pyoptim.reference.rprop.
+
+    ``prev`` starts at zero, ``step_size`` filled with lr (lr enters nowhere else).
+    """
+    functional_step(_spec.RPROP, param, grad, {"prev": prev, "step_size": step_size}, step,
+                    dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize), backend)
+
+
+def lion(param, grad, *, exp_avg, step, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0,
+         maximize=False, backend=None):
+    """Lion (Chen et al. 2023; not in torch.optim); see pyoptim.reference.lion."""
+    functional_step(_spec.LION, param, grad, {"exp_avg": exp_avg}, step,
+                    dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize),
                     backend)

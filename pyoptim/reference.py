@@ -34,7 +34,8 @@ import numpy as np
 
 from . import _spec
 
-__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "compute_dtype_for"]
+__all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
+           "asgd", "rprop", "lion", "compute_dtype_for"]
 
 
 def compute_dtype_for(param_dtype) -> np.dtype:
@@ -43,10 +44,21 @@ def compute_dtype_for(param_dtype) -> np.dtype:
     return np.dtype(np.float32) if param_dtype.itemsize == 2 else param_dtype
 
 
-def _setup(opt, hp, step, grad_factor, param, compute_dtype):
+def _setup(opt, hp, step, grad_factor, param, compute_dtype, host=None):
     dtype = compute_dtype_for(param.dtype) if compute_dtype is None else np.dtype(compute_dtype)
-    scalars = opt.scalars(hp, step, grad_factor)
+    scalars = opt.scalars(hp, step, grad_factor, host)
     return type(scalars)(*(dtype.type(v) for v in scalars)), dtype
+
+
+def _host(opt, hp, step, arrays):
+    """The host states' current values, and a function that stores their next ones."""
+    current = {name: np.asarray(a).reshape(()).copy() for name, a in arrays.items()}
+
+    def advance():
+        for name, value in opt.advance_host(hp, step, current).items():
+            arrays[name][...] = value
+
+    return current, advance
 
 
 def _load(array, dtype):
@@ -62,6 +74,23 @@ def _lerp(start, end, weight):
     if weight < 0.5:
         return start + weight * (end - start)
     return end - (end - start) * (1 - weight)
+
+
+def _sign(x):
+    """torch.sign: -1, 0 or 1, and 0 for NaN (np.sign gives NaN there)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+def _gradient(s, g, p, weight_decay, decoupled=False):
+    """The common prologue: the gradient's sign (maximize) and factor, then weight decay, either
+    coupled (L2: g + wd*p) or decoupled (p * (1 - lr*wd)). Returns (p, g)."""
+    g = s.grad_factor * g
+    if weight_decay != 0:
+        if decoupled:
+            p = p * s.decay_factor
+        else:
+            g = g + s.weight_decay * p
+    return p, g
 
 
 def sgd(param, grad, *, momentum_buffer=None, step, lr=1e-3, momentum=0.0, dampening=0.0,
@@ -243,3 +272,229 @@ def adamw(param, grad, *, exp_avg, exp_avg_sq, max_exp_avg_sq=None, step, lr=1e-
               maximize=maximize)
     _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hp, True, _spec.ADAMW,
           compute_dtype, grad_factor)
+
+
+def adamax(param, grad, *, exp_avg, exp_inf, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+           weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0):
+    r"""Adamax, Adam with the infinity norm (torch.optim.Adamax).
+
+    With m = ``exp_avg``, u = ``exp_inf``, t = step::
+
+        g = -g                            if maximize
+        g = g + weight_decay * p          if weight_decay != 0
+        m = lerp(m, g, 1 - beta1)
+        u = maximum(beta2 * u, |g| + eps)
+        p = p - (lr / (1 - beta1^t)) * m / u
+
+    Defaults: lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, maximize=False. State
+    starts at zero.
+    """
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    s, dtype = _setup(_spec.ADAMAX, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay)
+        m = _lerp(_load(exp_avg, dtype), g, s.one_minus_beta1)
+        u = np.maximum(_load(exp_inf, dtype) * s.beta2, np.abs(g) + s.eps)
+        _store(exp_avg, m)
+        _store(exp_inf, u)
+        _store(param, p - s.clr * m / u)
+
+
+def nadam(param, grad, *, exp_avg, exp_avg_sq, mu_product, step, lr=2e-3, betas=(0.9, 0.999),
+          eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+          maximize=False, compute_dtype=None, grad_factor=1.0):
+    r"""NAdam, Adam with Nesterov momentum and Dozat's momentum schedule (torch.optim.NAdam).
+
+    With m = ``exp_avg``, v = ``exp_avg_sq``, P = ``mu_product`` (a one-element host array in
+    its own dtype, float32 as torch keeps it, starting at 1), t = step::
+
+        g = -g                            if maximize
+        weight decay as Adam's (coupled, or decoupled if decoupled_weight_decay)
+        mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay)),  mu_t+1 likewise
+        P = P * mu_t                      (in P's dtype)
+        m = lerp(m, g, 1 - beta1)
+        v = beta2 * v + (1 - beta2) * g * g
+        denom = sqrt(v / (1 - beta2^t)) + eps
+        p = p - (lr * (1 - mu_t) / (1 - P)) * g / denom
+        p = p - (lr * mu_t+1 / (1 - P * mu_t+1)) * m / denom
+
+    Defaults: lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
+    decoupled_weight_decay=False, maximize=False.
+    """
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+              momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+              maximize=maximize)
+    host, advance = _host(_spec.NADAM, hp, step, {"mu_product": mu_product})
+    s, dtype = _setup(_spec.NADAM, hp, step, grad_factor, param, compute_dtype, host)
+    with np.errstate(all="ignore"):
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
+                         decoupled_weight_decay)
+        m = _lerp(_load(exp_avg, dtype), g, s.one_minus_beta1)
+        v = _load(exp_avg_sq, dtype) * s.beta2 + s.one_minus_beta2 * g * g
+        denom = np.sqrt(v / s.bias_correction2) + s.eps
+        p = p - s.grad_coefficient * g / denom
+        p = p - s.exp_avg_coefficient * m / denom
+        _store(exp_avg, m)
+        _store(exp_avg_sq, v)
+        _store(param, p)
+    advance()
+
+
+def radam(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+          weight_decay=0.0, decoupled_weight_decay=False, maximize=False, compute_dtype=None,
+          grad_factor=1.0):
+    r"""RAdam, Adam with the variance of the adaptive learning rate rectified (torch.optim.RAdam).
+
+    With m = ``exp_avg``, v = ``exp_avg_sq``, t = step::
+
+        g = -g                            if maximize
+        weight decay as Adam's (coupled, or decoupled if decoupled_weight_decay)
+        m = lerp(m, g, 1 - beta1)
+        v = beta2 * v + (1 - beta2) * g * g
+        m_hat = m / (1 - beta1^t)
+        rho_inf = 2 / (1 - beta2) - 1,  rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+        if rho_t > 5:
+            r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+            p = p - m_hat * lr * (sqrt(1 - beta2^t) / (sqrt(v) + eps)) * r
+        else:
+            p = p - m_hat * lr
+
+    eps is added to the raw sqrt(v), not the bias-corrected one (torch's placement). Defaults:
+    lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
+    maximize=False.
+    """
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+              decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    s, dtype = _setup(_spec.RADAM, hp, step, grad_factor, param, compute_dtype)
+    rectify = _spec.RADAM.active_flags(hp, step)["rectify"]
+    with np.errstate(all="ignore"):
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
+                         decoupled_weight_decay)
+        m = _lerp(_load(exp_avg, dtype), g, s.one_minus_beta1)
+        v = _load(exp_avg_sq, dtype) * s.beta2 + s.one_minus_beta2 * g * g
+        m_hat = m / s.bias_correction1
+        if rectify:
+            p = p - m_hat * s.lr * (s.bias_correction2_sqrt / (np.sqrt(v) + s.eps)) * s.rect
+        else:
+            p = p - m_hat * s.lr
+        _store(exp_avg, m)
+        _store(exp_avg_sq, v)
+        _store(param, p)
+
+
+def adadelta(param, grad, *, square_avg, acc_delta, step, lr=1.0, rho=0.9, eps=1e-6,
+             weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0):
+    r"""Adadelta (torch.optim.Adadelta).
+
+    With v = ``square_avg``, u = ``acc_delta``::
+
+        g = -g                            if maximize
+        g = g + weight_decay * p          if weight_decay != 0
+        v = rho * v + (1 - rho) * g * g
+        delta = sqrt(u + eps) / sqrt(v + eps) * g
+        u = rho * u + (1 - rho) * delta * delta
+        p = p - lr * delta
+
+    Defaults: lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False. State starts at zero;
+    ``step`` does not enter the math.
+    """
+    hp = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    s, dtype = _setup(_spec.ADADELTA, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay)
+        v = _load(square_avg, dtype) * s.rho + s.one_minus_rho * g * g
+        u = _load(acc_delta, dtype)
+        delta = np.sqrt(u + s.eps) / np.sqrt(v + s.eps) * g
+        u = u * s.rho + s.one_minus_rho * delta * delta
+        _store(square_avg, v)
+        _store(acc_delta, u)
+        _store(param, p - s.lr * delta)
+
+
+def asgd(param, grad, *, ax, eta, mu, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
+         weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0):
+    r"""Averaged SGD (torch.optim.ASGD).
+
+    With ax the average (state ``ax``), eta and mu one-element host arrays (torch's ``eta`` and
+    ``mu``, float32 as torch keeps them, starting at lr and 1), t = step::
+
+        g = -g                            if maximize
+        g = g + weight_decay * p          if weight_decay != 0
+        p = p * (1 - lambd * eta)
+        p = p - eta * g
+        ax = ax + (p - ax) * mu           if mu != 1,  else ax = p
+        eta = lr / (1 + lambd * lr * t)^alpha,  mu = 1 / max(1, t - t0)   (for the next step)
+
+    Defaults: lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, maximize=False.
+    """
+    hp = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+              maximize=maximize)
+    host, advance = _host(_spec.ASGD, hp, step, {"eta": eta, "mu": mu})
+    s, dtype = _setup(_spec.ASGD, hp, step, grad_factor, param, compute_dtype, host)
+    average = _spec.ASGD.active_flags(hp, step, host)["average"]
+    with np.errstate(all="ignore"):
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay)
+        p = p * s.decay_factor
+        p = p - s.eta * g
+        _store(ax, _load(ax, dtype) + (p - _load(ax, dtype)) * s.mu if average else p)
+        _store(param, p)
+    advance()
+
+
+def rprop(param, grad, *, prev, step_size, step, lr=1e-2, etas=(0.5, 1.2),
+          step_sizes=(1e-6, 50.0), maximize=False, compute_dtype=None, grad_factor=1.0):
+    r"""Resilient backpropagation (torch.optim.Rprop).
+
+    Per element, with g_prev = ``prev`` and s = ``step_size`` (the caller fills it with lr before
+    the first step; lr enters nowhere else)::
+
+        g = -g                            if maximize
+        c = sign(g * g_prev)              (torch's sign: 0 for NaN)
+        f = etaplus if c > 0, etaminus if c < 0, 1 if c == 0
+        s = clamp(s * f, step_sizes[0], step_sizes[1])
+        g = 0                             where f == etaminus (the sign flipped: skip this step)
+        p = p - sign(g) * s
+        g_prev = g
+
+    Defaults: lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False.
+    """
+    hp = dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize)
+    s, dtype = _setup(_spec.RPROP, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), 0)
+        c = _sign(g * _load(prev, dtype))
+        factor = np.where(c > 0, s.etaplus, np.where(c < 0, s.etaminus, dtype.type(1)))
+        size = np.clip(_load(step_size, dtype) * factor, s.step_size_min, s.step_size_max)
+        g = np.where(factor == s.etaminus, dtype.type(0), g)
+        _store(step_size, size)
+        _store(prev, g)
+        _store(param, p - _sign(g) * size)
+
+
+def lion(param, grad, *, exp_avg, step, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0,
+         maximize=False, compute_dtype=None, grad_factor=1.0):
+    r"""Lion, evolved sign momentum (Chen et al. 2023, "Symbolic Discovery of Optimization
+    Algorithms"; defaults of lucidrains/lion-pytorch). Not in torch.optim.
+
+    With m = ``exp_avg``::
+
+        g = -g                            if maximize
+        c = beta1 * m + (1 - beta1) * g
+        p = p - lr * (sign(c) + weight_decay * p)     (sign(0) = 0, as torch.sign)
+        m = beta2 * m + (1 - beta2) * g
+
+    Defaults: lr=1e-4, betas=(0.9, 0.99), weight_decay=0, maximize=False. Lion's update has
+    magnitude lr in every coordinate: use a learning rate 3-10x smaller than AdamW's.
+    """
+    hp = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+    s, dtype = _setup(_spec.LION, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), 0)
+        m = _load(exp_avg, dtype)
+        c = s.beta1 * m + s.one_minus_beta1 * g
+        if weight_decay != 0:
+            p = p - s.lr * (_sign(c) + s.weight_decay * p)
+        else:
+            p = p - s.lr * _sign(c)
+        _store(exp_avg, s.beta2 * m + s.one_minus_beta2 * g)
+        _store(param, p)

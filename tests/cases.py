@@ -26,10 +26,20 @@ OPTIONS = {
     "adam": dict(amsgrad=(False, True), weight_decay=(0.0, 0.05),
                  decoupled_weight_decay=(False, True), maximize=(False, True)),
     "adamw": dict(amsgrad=(False, True), weight_decay=(0.0, 0.05), maximize=(False, True)),
+    "adamax": dict(weight_decay=(0.0, 0.05), maximize=(False, True)),
+    "nadam": dict(weight_decay=(0.0, 0.05), decoupled_weight_decay=(False, True),
+                  maximize=(False, True)),
+    "radam": dict(weight_decay=(0.0, 0.05), decoupled_weight_decay=(False, True),
+                  maximize=(False, True)),  # 7 steps: rectified from step 6 (rho_t > 5)
+    "adadelta": dict(weight_decay=(0.0, 0.05), maximize=(False, True)),
+    "asgd": dict(t0=(1e6, 2.0), weight_decay=(0.0, 0.05), maximize=(False, True)),  # t0=2: averages
+    "rprop": dict(etas=((0.5, 1.2), (0.3, 1.5)), maximize=(False, True)),
+    "lion": dict(weight_decay=(0.0, 0.05), maximize=(False, True)),
 }
 
 # Learning rates large enough that every term of the update shows in float16.
-LR = {"sgd": 0.05, "adagrad": 0.05, "rmsprop": 0.01, "adam": 0.01, "adamw": 0.01}
+LR = {"sgd": 0.05, "adagrad": 0.05, "rmsprop": 0.01, "adam": 0.01, "adamw": 0.01, "adamax": 0.01,
+      "nadam": 0.01, "radam": 0.01, "adadelta": 1.0, "asgd": 0.05, "rprop": 0.01, "lion": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,18 @@ class Case:
 
     @property
     def id(self) -> str:
-        on = [k if isinstance(v, bool) else f"{k}={v}" for k, v in self.hyperparameters.items()
-              if v and k != "lr"]
+        defaults = self.spec.defaults
+        on = [k if isinstance(v, bool) else f"{k}={v}".replace(" ", "")
+              for k, v in self.hyperparameters.items()
+              if k != "lr" and v != defaults[k]]
         return "-".join([self.optimizer, *on]) if on else self.optimizer
 
     def states(self) -> tuple[str, ...]:
         return self.spec.needed_states(self.spec.hyperparameters(self.hyperparameters))
+
+    def initial_host(self) -> dict:
+        """Fresh host states (torch's scalar state), as torch initializes them."""
+        return self.spec.initial_host(self.spec.hyperparameters(self.hyperparameters))
 
 
 def _valid(optimizer, hp) -> bool:
@@ -77,7 +93,8 @@ CASES = all_cases()
 # One case per optimizer with every option on: for the expensive dimensions (large buffers).
 FULL_CASES = [
     max((c for c in CASES if c.optimizer == name),
-        key=lambda c: sum(bool(v) for k, v in c.hyperparameters.items() if k != "lr"))
+        key=lambda c: sum(v != c.spec.defaults[k] for k, v in c.hyperparameters.items()
+                          if k != "lr"))
     for name in OPTIONS
 ]
 

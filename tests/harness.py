@@ -12,6 +12,7 @@ pattern element i mod L.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -32,9 +33,12 @@ STEPS = 7
 # to NaN). The C++ backend performs the reference's operations in its order with no FMA
 # contraction (CMakeLists.txt), so it is exact for every pair.
 EXACT = (0.0, 0.0)
+# The CUDA kernels do the same (no FMA contraction: every product is rounded on its own, see
+# pyoptim/_cuda_rules.py; IEEE division and square root), on a GPU and on Numba's simulator.
 TOLERANCES: dict[str, Callable[[str, str], tuple[float, float]]] = {
     "cpu": lambda param, state: EXACT,
     "numpy": lambda param, state: EXACT,
+    "cuda": lambda param, state: EXACT,
 }
 
 
@@ -49,11 +53,34 @@ class Backend:
     def tolerance(self, param: str, state: str) -> tuple[float, float]:
         return TOLERANCES[self.name](param, state)
 
+    def runs(self, n: int) -> bool:
+        """Whether the parity suite runs this backend at size n: the sizes of SIZES and BIG it
+        leaves out of ``sizes`` are skipped (the simulated GPU's largest), any other size runs."""
+        return n in self.sizes or n not in (*SIZES, BIG)
 
+
+def _cuda_to_device(a):
+    from numba import cuda
+
+    return cuda.to_device(a)
+
+
+def cuda_simulated() -> bool:
+    """Whether the CUDA tests run on Numba's simulator (tests/conftest.py decides)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+# Numba device arrays (the simulator's where there is no GPU). The simulator runs one Python
+# thread per CUDA thread, some 10-20 us per element and step: there, every case runs at the sizes
+# up to 31 (2 blocks of 8 threads: the grid-stride loop wraps), and one case per optimizer at
+# 1000 and 4099 (tests/test_cuda.py).
 BACKENDS: dict[str, Backend] = {
     "cpu": Backend("cpu", to_device=lambda a: a.copy(), to_host=lambda a: a.copy()),
     "numpy": Backend("numpy", to_device=lambda a: a.copy(), to_host=lambda a: a.copy(),
                      sizes=SIZES),
+    "cuda": Backend("cuda", to_device=_cuda_to_device, to_host=lambda a: a.copy_to_host(),
+                    sizes=tuple(n for n in SIZES if n <= 31) if cuda_simulated()
+                    else SIZES + (BIG,)),
 }
 
 
@@ -74,10 +101,10 @@ def _random(rng, n, dtype, scale=1.0):
 def initial_state(case: Case, name: str, n: int, dtype, rng) -> np.ndarray:
     if name == "sum":
         return np.full(n, 0.1, dtype)  # initial_accumulator_value
+    if name == "step_size":
+        return np.full(n, case.hyperparameters["lr"], dtype)  # Rprop starts from lr
     if name == "momentum_buffer" and case.optimizer == "sgd":
         return np.full(n, np.nan, dtype)  # must not be read on step 1
-    if name == "grad_avg":
-        return np.zeros(n, dtype)
     return np.zeros(n, dtype)
 
 
@@ -108,7 +135,10 @@ def _compare_tiled(actual, pattern, tolerance, what):
 def run_parity(backend: Backend, case: Case, combo, n: int, steps: int = STEPS, *,
                kwargs_for_call: dict | None = None):
     """Steps the backend and the reference side by side; compares every buffer after every step
-    (after the last one for tiled large buffers)."""
+    (after the last one for tiled large buffers). Does nothing for a size the backend leaves
+    out (Backend.runs)."""
+    if not backend.runs(n):
+        return
     param_dtype, grad_dtype, state_dtype = (DTYPES[d] for d in combo)
     rng = np.random.default_rng(seed(case.id, combo, n))
     length = n if n <= backend.big // 2 else PATTERN
@@ -119,15 +149,19 @@ def run_parity(backend: Backend, case: Case, combo, n: int, steps: int = STEPS, 
     device_param = backend.to_device(tile(param))
     device_states = {name: backend.to_device(tile(s)) for name, s in states.items()}
 
+    # torch's scalar state (mu_product, eta, mu) stays on the host for every backend
+    device_host, host = case.initial_host(), case.initial_host()
     hp = dict(case.hyperparameters)
     call = getattr(pyoptim.functional, case.optimizer)
     ref = getattr(reference, case.optimizer)
     tolerance = backend.tolerance(combo[0], combo[2])
     for t in range(1, steps + 1):
         grad = _random(rng, length, grad_dtype, scale=float(2.0 ** (t % 3 - 1)))
-        call(device_param, backend.to_device(tile(grad)), **device_states, step=t,
+        call(device_param, backend.to_device(tile(grad)), **device_states, **device_host, step=t,
              backend=backend.name, **hp, **(kwargs_for_call or {}))
-        ref(param, grad, **states, step=t, **hp)
+        ref(param, grad, **states, **host, step=t, **hp)
+        for name in host:
+            assert_close(device_host[name], host[name], EXACT, f"{name} after step {t}")
         if length != n and t < steps:
             continue
         where = f"{backend.name} {case.id} {combo} n={n} step {t}"

@@ -1,0 +1,125 @@
+"""The build: what C++ and Python must agree on, the 16-bit conversions, the error without the
+extension, and the portability of what users install."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from pyoptim import _cpu, _spec
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+needs_core = pytest.mark.skipif(not _cpu.available(), reason="the compiled extension is not built")
+
+
+@needs_core
+def test_python_and_cpp_agree_on_every_optimizer():
+    """pyoptim/_spec.py passes flags and scalars by position: the names must match csrc/rules.h."""
+    core = _cpu.core().optimizers()
+    for opt in _spec.OPTIMIZERS.values():
+        assert core[opt.kernel]["states"] == list(opt.states), opt.name
+        assert core[opt.kernel]["flags"] == list(opt.flags), opt.name
+        assert core[opt.kernel]["scalars"] == list(opt.scalar_type._fields), opt.name
+
+
+@needs_core
+def test_python_and_cpp_agree_on_the_dtype_combinations():
+    assert [tuple(c) for c in _cpu.core().supported_dtypes()] == list(_spec.DTYPE_COMBINATIONS)
+
+
+def _convert(values, dtype):
+    out = np.empty(values.shape, dtype)
+    _cpu.core()._convert(values, out)
+    return out
+
+
+@needs_core
+def test_float16_to_float32_is_exact_for_every_half():
+    halves = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    got = _convert(halves, np.float32)
+    want = halves.astype(np.float32)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+
+
+@needs_core
+def test_bfloat16_to_float32_is_exact_for_every_value():
+    values = np.arange(2**16, dtype=np.uint16).view(ml_dtypes.bfloat16)
+    got = _convert(values, np.float32)
+    assert np.array_equal(got, values.astype(np.float32), equal_nan=True)
+
+
+def _rounding_cases(target):
+    """Every value of the 16-bit type, the float32s halfway to its neighbours (ties) and one ulp
+    either side of those, plus random floats over the whole range."""
+    values = np.arange(2**16, dtype=np.uint16).view(target).astype(np.float32)
+    values = np.sort(values[np.isfinite(values)])
+    mid = values[:-1] + (values[1:] - values[:-1]) / 2  # exact: float32 has room for the tie
+    ties = np.concatenate([mid, np.nextafter(mid, np.inf), np.nextafter(mid, -np.inf)])
+    rng = np.random.default_rng(0)
+    random = rng.integers(0, 2**32, size=2**22, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 65504, 65519.99, 65520, 65536, 1e-8,
+                        2**-24, 2**-25, 3 * 2**-26, 2**-14, 3.4e38, 1e-45], np.float32)
+    return np.concatenate([values, ties, random, special, -special])
+
+
+@needs_core
+@pytest.mark.parametrize("target", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
+def test_float32_rounds_to_16_bits_to_nearest_even(target):
+    values = _rounding_cases(target)
+    got = _convert(values, target)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow to infinity is the point
+        want = values.astype(target)
+    same = (got.view(np.uint16) == want.view(np.uint16)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), f"{np.count_nonzero(~same)} mismatches, e.g. {values[~same][:5]}"
+
+
+def test_without_the_extension_a_host_step_says_how_to_build_it(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "pyoptim._core":
+                    raise ImportError("simulated: no compiled extension")
+        sys.meta_path.insert(0, Block())
+        import numpy as np, pyoptim
+        # no 'cpu' ('cuda' may be there: numba-cuda's simulator under tests/conftest.py)
+        assert "cpu" not in pyoptim.available_backends(), pyoptim.available_backends()
+        p, g = np.ones(4, np.float32), np.ones(4, np.float32)
+        pyoptim.functional.sgd(p, g, step=1, lr=0.5, backend="numpy")
+        assert (p == 0.5).all()
+        try:
+            pyoptim.functional.sgd(p, g, step=1)
+        except ImportError as e:
+            print(e)
+        else:
+            raise SystemExit("no error")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path)  # not the repository root: see test_threads
+    assert out.returncode == 0, out.stderr
+    assert "pip install ." in out.stdout and "backend='numpy'" in out.stdout
+
+
+def test_nothing_users_install_is_built_non_portably_or_with_fast_math():
+    pattern = re.compile(r"-march=native|-mtune=native|-ffast-math|-Ofast|fastmath\s*=\s*True|"
+                         r"--use_fast_math|-funsafe-math-optimizations")
+    sources = [ROOT / "CMakeLists.txt", ROOT / "pyproject.toml",
+               *(ROOT / "csrc").glob("*"), *(ROOT / "pyoptim").rglob("*.py")]
+    offenders = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path in sources if path.is_file()
+                 for m in pattern.finditer(path.read_text())]
+    assert not offenders
+
+
+@needs_core
+def test_the_simd_target_is_reported():
+    assert re.match(r"x86-64|build target", _cpu.core().simd_target())

@@ -1,0 +1,128 @@
+"""Threads: the result never depends on the thread count; OMP_NUM_THREADS and set_num_threads set
+it; the GIL is released while the kernel runs; many arrays in one call equal one call each."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import pyoptim
+from pyoptim import _cpu, _spec
+from cases import DTYPES, FULL_CASES
+from harness import BIG, initial_state, seed
+
+pytestmark = pytest.mark.skipif(not _cpu.available(), reason="the compiled extension is not built")
+
+
+@pytest.fixture
+def threads():
+    saved = pyoptim.get_num_threads()
+    yield pyoptim.set_num_threads
+    pyoptim.set_num_threads(saved)
+
+
+def _trajectory(case, combo, n, steps=7):
+    param_dtype, grad_dtype, state_dtype = (DTYPES[d] for d in combo)
+    rng = np.random.default_rng(seed("threads", case.id, combo))
+    p = rng.standard_normal(n).astype(param_dtype)
+    st = {k: initial_state(case, k, n, state_dtype, rng) for k in case.states()}
+    st.update(case.initial_host())
+    fn = getattr(pyoptim.functional, case.optimizer)
+    for t in range(1, steps + 1):
+        fn(p, rng.standard_normal(n).astype(grad_dtype), **st, step=t, backend="cpu",
+           **case.hyperparameters)
+    return p, st
+
+
+@pytest.mark.parametrize("case", FULL_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("combo", [("float32",) * 3, ("bfloat16", "bfloat16", "float32"),
+                                   ("float64", "float32", "float32")], ids=str)
+def test_one_and_two_threads_give_identical_bits(threads, case, combo):
+    results = []
+    for count in (1, 2):
+        threads(count)
+        results.append(_trajectory(case, combo, BIG))
+    (p1, s1), (p2, s2) = results
+    assert p1.tobytes() == p2.tobytes()
+    for name in s1:
+        assert s1[name].tobytes() == s2[name].tobytes(), name
+
+
+def test_set_and_get_num_threads(threads):
+    threads(1)
+    assert pyoptim.get_num_threads() == 1
+    threads(3)
+    assert pyoptim.get_num_threads() == 3
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=r"n must be at least 1"):
+            pyoptim.set_num_threads(bad)
+    assert pyoptim.get_num_threads() == 3
+
+
+@pytest.mark.parametrize("count", ["1", "3"])
+def test_omp_num_threads_sets_the_default(count, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS=count)
+    # run from a neutral directory: from the repository root, `import pyoptim` would find the
+    # source tree (without the compiled module) instead of the installed package
+    out = subprocess.run([sys.executable, "-c", "import pyoptim; print(pyoptim.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == count
+
+
+def test_the_gil_is_released_during_a_step():
+    """While one thread runs long steps, another Python thread keeps running."""
+    n = 1 << 24
+    p, g = np.zeros(n), np.ones(n)
+    m, v = np.zeros(n), np.zeros(n)
+    done = threading.Event()
+    inside = []  # (start, end) of each step
+
+    def worker():
+        for t in range(1, 6):
+            start = time.perf_counter()
+            pyoptim.functional.adam(p, g, exp_avg=m, exp_avg_sq=v, step=t, backend="cpu")
+            inside.append((start, time.perf_counter()))
+        done.set()
+
+    ticks = []
+    thread = threading.Thread(target=worker)
+    thread.start()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+        time.sleep(0.0005)
+    thread.join()
+    during = sum(1 for t in ticks for s, e in inside if s + 0.002 < t < e - 0.002)
+    assert during > 5, "the main thread did not run while the kernel ran: the GIL was held"
+
+
+def test_many_arrays_in_one_call_equal_one_call_each():
+    """The segment table: one C++ call over arrays of many sizes, with per-array scalar rows,
+    equals separate calls (and crosses thread boundaries inside arrays)."""
+    rng = np.random.default_rng(2)
+    sizes = [0, 1, 7, 31, 1000, 4099, 70001, 3, 200003]
+    lrs = [1e-3, 2e-3, 5e-3]
+    opt = _spec.ADAM
+    params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    separate = [(p.copy(), np.zeros_like(p), np.zeros_like(p)) for p in params]
+    together = [(p.copy(), np.zeros_like(p), np.zeros_like(p)) for p in params]
+    rows = [i % len(lrs) for i in range(len(sizes))]
+    for t in range(1, 8):
+        hps = [opt.hyperparameters(dict(lr=lr, weight_decay=0.01)) for lr in lrs]
+        table = np.array([opt.scalars(hp, t) for hp in hps], np.float64)
+        flags = opt.flag_mask(hps[0], t)
+        _cpu.step(opt, flags, [a[0] for a in together], grads,
+                  {"exp_avg": [a[1] for a in together], "exp_avg_sq": [a[2] for a in together]},
+                  table, rows)
+        for (p, m, v), g, r in zip(separate, grads, rows):
+            pyoptim.functional.adam(p, g, exp_avg=m, exp_avg_sq=v, step=t, lr=lrs[r],
+                                    weight_decay=0.01, backend="cpu")
+    for a, b in zip(together, separate):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
