@@ -55,6 +55,10 @@ def _entry(cell: dict, name: str) -> dict:
     ("adam", "bf16/bf16/bf16", 14),  # what torch's bf16 Adam moves
     ("adam", "fp16/fp32/fp16", 16),
     ("adam", "fp64/fp32/fp32", 36),
+    ("nadam", "fp32", 28),           # mu_product is one value per array: no bytes per element
+    ("asgd", "fp32", 20),            # ax; eta and mu are host scalars
+    ("rprop", "fp32", 28),           # prev, step_size
+    ("lion", "bf16", 14),
 ])
 def test_bytes_per_element(variant, dtypes, expected):
     assert bytes_per_element(VARIANTS[variant], DTypes.parse(dtypes)) == expected
@@ -107,18 +111,18 @@ def test_stream_pass_refuses_bad_buffers():
 
 
 class _Broken(_contestants.NumpyReference):
-    """The NumPy reference with a bug: from the second step on, half the learning rate."""
+    """The NumPy reference with a bug: from the second step on, the gradient's sign flipped."""
 
     def step(self):
         super().step()
-        if self.t == 1:  # from now on, with half the learning rate
-            self._calls = [(p, g, dict(kwargs, lr=kwargs["lr"] / 2))
-                           for p, g, kwargs in self._calls]
+        if self.t == 1:  # from now on, ascending
+            self._calls = [(p, g, dict(kwargs, maximize=True)) for p, g, kwargs in self._calls]
 
 
 @needs_core
 @pytest.mark.parametrize("variant, dtypes, shape", [
     ("adam", "fp32", "4099"), ("momentum", "bf16", "3x1000"), ("rmsprop", "fp64", "1000"),
+    ("nadam", "fp32", "3x1000"), ("rprop", "bf16", "4099"), ("asgd", "fp64", "1000"),
 ])
 def test_validation_passes_pyoptim_exactly_and_fails_a_broken_contestant(variant, dtypes, shape):
     cell = Cell(VARIANTS[variant], DTypes.parse(dtypes), Shape.parse(shape), 1)

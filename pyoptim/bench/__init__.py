@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _cpu
-from ._cells import DEFAULT_VARIANTS, SHORT, VARIANTS, Cell, DTypes, Shape, bytes_per_element
+from ._cells import CORE_VARIANTS, DEFAULT_VARIANTS, SHORT, VARIANTS, Cell, DTypes, Shape, bytes_per_element
 from ._contestants import PEERS
 
 __all__ = ["main", "add_arguments", "run", "bytes_per_element", "DESCRIPTION"]
@@ -60,13 +60,13 @@ class Suite:
 FAST_PEERS = ("torch-foreach", "torch-fused", "deepspeed")
 
 # The full run: every optimizer over flat fp32 buffers from 2^10 to 2^26 (at 2^26 without the
-# slowest peers, which take seconds a step there); the other dtypes at a cache-resident and a DRAM
-# size; many arrays. One and two threads.
+# slowest peers, which take seconds a step there); the core optimizers also with the other dtypes
+# at a cache-resident and a DRAM size, and over many arrays. One and two threads.
 FULL = (
     Suite(DEFAULT_VARIANTS, ("fp32",), FLAT_SIZES[:-1], (1, 2)),
     Suite(DEFAULT_VARIANTS, ("fp32",), FLAT_SIZES[-1:], (1, 2), FAST_PEERS),
-    Suite(DEFAULT_VARIANTS, ("fp64", "bf16", "fp16"), ("2^20", "2^24"), (1, 2)),
-    Suite(DEFAULT_VARIANTS, ("fp32",), MANY_ARRAYS, (1, 2)),
+    Suite(CORE_VARIANTS, ("fp64", "bf16", "fp16"), ("2^20", "2^24"), (1, 2)),
+    Suite(CORE_VARIANTS, ("fp32",), MANY_ARRAYS, (1, 2)),
 )
 # --quick: Adam against every peer in cache and against the fast ones in DRAM; every optimizer
 # once; bf16; many arrays. One thread.
@@ -178,9 +178,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Without --optimizers/--dtypes/--sizes/--threads, runs the default suites: every "
         f"optimizer over fp32 buffers {FLAT_SIZES[0]}..{FLAT_SIZES[-1]} (at {FLAT_SIZES[-1]} "
-        f"against {', '.join(FAST_PEERS)} only), fp64/bf16/fp16 at 2^20 and 2^24, and many "
-        f"arrays ({', '.join(MANY_ARRAYS)}), on 1 and 2 threads (--quick: a subset that takes "
-        "under a minute). Given any of them, runs their cross product with every peer. "
+        f"against {', '.join(FAST_PEERS)} only); {', '.join(CORE_VARIANTS)} also with "
+        f"fp64/bf16/fp16 at 2^20 and 2^24 and over many arrays ({', '.join(MANY_ARRAYS)}); on 1 "
+        "and 2 threads (--quick: a subset that takes under a minute). Given any of them, runs "
+        "their cross product. "
         "Optimizers: " + ", ".join(f"{v.name} ({v.description})" for v in VARIANTS.values())
         + ". Dtypes: PARAM[/GRAD[/STATE]] of " + ", ".join(SHORT.values())
         + " (bf16 = bf16 params and grads, fp32 state)."

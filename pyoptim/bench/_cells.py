@@ -41,8 +41,22 @@ class Variant:
 
     @property
     def states(self) -> tuple[str, ...]:
-        """The state buffers a step reads and writes."""
+        """The state buffers, one element per param element, that a step reads and writes."""
         return self.spec.needed_states(self.hyperparameters)
+
+    @property
+    def host_states(self) -> tuple[str, ...]:
+        """torch's scalar states (NAdam's mu_product, ASGD's eta and mu): one value per array."""
+        return self.spec.host_states
+
+    def initial_value(self, state: str) -> float:
+        """What a state buffer holds before the first step, as torch.optim fills it."""
+        return self.hyperparameters["lr"] if state == "step_size" else 0.0  # Rprop's step sizes
+
+    def initial_host(self) -> dict:
+        """Fresh host states for one param array: one-element float32 arrays, as torch keeps them."""
+        return {name: value.reshape(1)
+                for name, value in self.spec.initial_host(self.hyperparameters).items()}
 
 
 # lr 1e-2 for all: large enough that the validation sees every term of the update, also in 16 bits.
@@ -60,10 +74,20 @@ VARIANTS: dict[str, Variant] = {
         Variant("adam", "adam", dict(lr=1e-2), "Adam"),
         Variant("adamw", "adamw", dict(lr=1e-2), "AdamW, weight_decay 1e-2"),
         Variant("amsgrad", "adam", dict(lr=1e-2, amsgrad=True), "Adam, amsgrad"),
+        Variant("adamax", "adamax", {}, "Adamax"),
+        Variant("nadam", "nadam", {}, "NAdam"),
+        Variant("radam", "radam", {}, "RAdam"),
+        Variant("adadelta", "adadelta", {}, "Adadelta"),
+        Variant("asgd", "asgd", {}, "ASGD"),
+        Variant("rprop", "rprop", {}, "Rprop"),
+        Variant("lion", "lion", dict(lr=1e-3), "Lion"),
     )
 }
-# What `--optimizers all` and the default suites run: one variant per optimizer and state count.
-DEFAULT_VARIANTS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
+# The core optimizers (every dtype, many arrays in the default suites) and the rest of the family
+# (fp32 buffers). `--optimizers all` is both.
+CORE_VARIANTS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
+FAMILY_VARIANTS = ("adamax", "nadam", "radam", "adadelta", "asgd", "rprop", "lion")
+DEFAULT_VARIANTS = CORE_VARIANTS + FAMILY_VARIANTS
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,19 @@ def _host_arrays(master: list, dtype: str) -> list:
     return [array_like(m, numpy_dtype(dtype)) for m in master]
 
 
-def _host_zeros(master: list, dtype: str) -> list:
-    return [full(m.size, 0, numpy_dtype(dtype)) for m in master]
+def _host_states(master: list, cell: Cell) -> dict:
+    """The state buffers of every param array, filled as torch.optim fills them."""
+    dtype = numpy_dtype(cell.dtypes.state)
+    return {name: [full(m.size, cell.variant.initial_value(name), dtype) for m in master]
+            for name in cell.variant.states}
+
+
+def _functional_calls(params: list, grads: list, states: dict, variant, **extra) -> list:
+    """(param, grad, keyword arguments but the step) of each array's functional call, with its
+    own host states."""
+    return [(params[i], grads[i], {**{name: arrays[i] for name, arrays in states.items()},
+                                    **variant.initial_host(), **extra, **variant.options})
+            for i in range(len(params))]
 
 
 def import_torch():
@@ -139,7 +150,7 @@ class Pyoptim(Contestant):
         params, grads = master
         p = _host_arrays(params, self.dtypes.param)
         g = _host_arrays(grads, self.dtypes.grad)
-        s = {name: _host_zeros(params, self.dtypes.state) for name in cell.variant.states}
+        s = _host_states(params, cell)
         if backend == "cuda":
             torch = cuda_torch()
             self._torch = torch
@@ -147,11 +158,9 @@ class Pyoptim(Contestant):
             g = [_to_torch(torch, a, "cuda") for a in g]
             s = {name: [_to_torch(torch, a, "cuda") for a in arrays] for name, arrays in s.items()}
         self.params, self.grads, self.states = p, g, s
-        self._many = backend == "cpu" and len(p) > 1
-        # per array: the keyword arguments of its functional call, but the step
-        self._calls = [(p[i], g[i], {**{name: arrays[i] for name, arrays in s.items()},
-                                     "backend": backend, **self.variant.options})
-                       for i in range(len(p))]
+        # many arrays in one call; optimizers with host states step array by array
+        self._many = backend == "cpu" and len(p) > 1 and not cell.variant.host_states
+        self._calls = _functional_calls(p, g, s, cell.variant, backend=backend)
 
     def step(self) -> None:
         self.t += 1
@@ -194,17 +203,12 @@ class NumpyReference(Contestant):
         self.dtypes = cell.dtypes
         self.bytes_per_element = cell.bytes_per_element
         self.fn = getattr(reference, cell.variant.optimizer)
-        self.options = cell.variant.options
         self.t = 0
         params, grads = master
         self.params = _host_arrays(params, self.dtypes.param)
         self.grads = _host_arrays(grads, self.dtypes.grad)
-        self.states = {name: _host_zeros(params, self.dtypes.state)
-                       for name in cell.variant.states}
-        self._calls = [(self.params[i], self.grads[i],
-                        {**{name: arrays[i] for name, arrays in self.states.items()},
-                         **self.options})
-                       for i in range(len(self.params))]
+        self.states = _host_states(params, cell)
+        self._calls = _functional_calls(self.params, self.grads, self.states, cell.variant)
 
     def step(self) -> None:
         self.t += 1
@@ -219,7 +223,8 @@ class NumpyReference(Contestant):
 
 
 _TORCH_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
-                  "adamw": "AdamW"}
+                  "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam",
+                  "adadelta": "Adadelta", "asgd": "ASGD", "rprop": "Rprop"}
 _TORCH_IMPLEMENTATIONS = {
     "torch-forloop": dict(foreach=False),
     "torch-foreach": dict(foreach=True),
@@ -267,6 +272,8 @@ class Torch(_TorchOptimizer):
     def __init__(self, cell: Cell, master: tuple, backend: str, name: str):
         self._torch = torch = cuda_torch() if backend == "cuda" else import_torch()
         self.name = name
+        if cell.variant.optimizer not in _TORCH_CLASSES:
+            raise Unavailable(f"torch.optim has no {cell.variant.description}")
         param = cell.dtypes.param
         self.dtypes = DTypes(param, param, param)
         if name != "torch-fused" and numpy_dtype(param).itemsize == 2:

@@ -105,10 +105,12 @@ def validate(cell: Cell, master: tuple, contestants: list, steps: int) -> dict:
                 hi = min(p0.size, lo + CHUNK)
                 p = p0[lo:hi].astype(numpy_dtype(dtypes.param))
                 g = g0[lo:hi].astype(numpy_dtype(dtypes.grad))
-                states = {name: np.zeros(hi - lo, numpy_dtype(dtypes.state))
+                states = {name: np.full(hi - lo, cell.variant.initial_value(name),
+                                        numpy_dtype(dtypes.state))
                           for name in cell.variant.states}
+                host = cell.variant.initial_host()
                 for t in range(1, steps + 1):
-                    fn(p, g, **states, step=t, compute_dtype=compute_dtype, **options)
+                    fn(p, g, **states, **host, step=t, compute_dtype=compute_dtype, **options)
                 factor = 1 if compute is None or itemsize(compute) > 2 else SIXTEEN_BIT_COMPUTE
                 wanted = {"param": (p, TOLERANCE[dtypes.param] * factor),
                           **{name: (s, TOLERANCE[dtypes.state] * factor)
