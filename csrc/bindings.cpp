@@ -3,7 +3,8 @@
 // Nothing here converts or copies an array: an in-place update applied to a copy would be lost.
 // A buffer that does not fit (wrong type or dtype, not C-contiguous, read-only, wrong shape, or
 // overlapping another argument) raises TypeError or ValueError naming the argument, before any
-// element is written. No math lives here (rules.h), no loop (kernels.h).
+// element is written (the checks: arguments.cpp). No math lives here (rules.h), no loop
+// (kernels.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -11,8 +12,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "arguments.h"
 #include "kernels.h"
 #include "module.h"
 #include "storage.h"
@@ -23,196 +26,18 @@ namespace py = pybind11;
 namespace pyoptim {
 namespace {
 
-// NumPy's type numbers for the builtin dtypes (part of NumPy's stable ABI).
-constexpr int kNpyFloat = 11;
-constexpr int kNpyDouble = 12;
-constexpr int kNpyHalf = 23;
-// ml_dtypes.bfloat16 is a user-defined dtype: its number is known once ml_dtypes is imported.
-int g_bfloat16_num = -1;
+// The names of one step's arguments: slot 0 is the params, 1 the grads, 2... the state buffers.
+struct Names {
+  const Optimizer& opt;
+  std::size_t count;
 
-int type_num(py::handle array) {
-  return py::detail::array_descriptor_proxy(py::detail::array_proxy(array.ptr())->descr)->type_num;
-}
-
-const char* dtype_name(DType d) {
-  switch (d) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "bfloat16";
+  std::string operator()(int slot, std::size_t index) const {
+    std::string base = slot == 0 ? "param" : slot == 1 ? "grad" : opt.state_names[slot - 2];
+    return count == 1 ? base : base + "[" + std::to_string(index) + "]";
   }
-  return "?";
-}
-
-std::vector<DTypes> supported_combinations() {
-  return []<class... C>(std::type_identity<std::tuple<C...>>) {
-    return std::vector<DTypes>{C::dtypes...};
-  }(std::type_identity<Combinations>{});
-}
-
-// "(float32, float32, float32), (float64, float64 or float32, float64 or float32), ..."
-std::string supported_text() {
-  std::string text;
-  std::vector<DType> params;
-  for (const DTypes& c : supported_combinations()) {
-    if (std::find(params.begin(), params.end(), c.param) == params.end()) params.push_back(c.param);
+  auto name(int slot, std::size_t index) const {
+    return [this, slot, index] { return opt.name + ": " + (*this)(slot, index); };
   }
-  for (DType p : params) {
-    std::vector<DType> grads, states;
-    for (const DTypes& c : supported_combinations()) {
-      if (c.param != p) continue;
-      if (std::find(grads.begin(), grads.end(), c.grad) == grads.end()) grads.push_back(c.grad);
-      if (std::find(states.begin(), states.end(), c.state) == states.end()) states.push_back(c.state);
-    }
-    auto join = [](const std::vector<DType>& ds) {
-      std::string s;
-      for (std::size_t i = 0; i < ds.size(); ++i) s += (i ? " or " : "") + std::string(dtype_name(ds[i]));
-      return s;
-    };
-    text += (text.empty() ? "(" : ", (") + std::string(dtype_name(p)) + ", " + join(grads) + ", " +
-            join(states) + ")";
-  }
-  return text;
-}
-
-// What a step needs to know of an optimizer, taken from its rule.
-struct Optimizer {
-  std::string name;
-  std::vector<std::string> state_names, flag_names, scalar_names;
-  bool (*reads)(unsigned, int);
-  bool (*writes)(unsigned, int);
-  bool (*step)(DTypes, unsigned, const std::vector<Segment>&, const double*, std::int64_t);
-};
-
-template <class Rule>
-Optimizer describe() {
-  return Optimizer{Rule::name,
-                   {Rule::state_names.begin(), Rule::state_names.end()},
-                   {Rule::flag_names.begin(), Rule::flag_names.end()},
-                   {Rule::scalar_names.begin(), Rule::scalar_names.end()},
-                   [](unsigned f, int k) { return Rule::reads(f, k); },
-                   [](unsigned f, int k) { return Rule::writes(f, k); },
-                   &step<Rule>};
-}
-
-const std::vector<Optimizer>& optimizers() {
-  static const std::vector<Optimizer> table{
-      describe<Sgd>(),    describe<Adagrad>(),  describe<Rmsprop>(), describe<Adam>(),
-      describe<Adamax>(), describe<Nadam>(),    describe<Radam>(),   describe<Adadelta>(),
-      describe<Asgd>(),   describe<Rprop>(),    describe<Lion>()};
-  return table;
-}
-
-const Optimizer& find_optimizer(const std::string& name) {
-  for (const Optimizer& o : optimizers()) {
-    if (o.name == name) return o;
-  }
-  throw py::value_error("unknown optimizer '" + name + "'");
-}
-
-// One array argument, after its checks.
-struct Buffer {
-  void* data;
-  std::int64_t nbytes;
-  DType dtype;
-};
-
-// The arguments of one step: slot 0 is the params, 1 the grads, 2... the state buffers.
-class Arguments {
- public:
-  Arguments(const Optimizer& opt, std::size_t count) : opt_(opt), count_(count) {}
-
-  std::string name(int slot, std::size_t index) const {
-    std::string base = slot == 0 ? "param" : slot == 1 ? "grad" : opt_.state_names[slot - 2];
-    return count_ == 1 ? base : base + "[" + std::to_string(index) + "]";
-  }
-
-  std::string where(int slot, std::size_t index) const {
-    return opt_.name + ": " + name(slot, index);
-  }
-
-  // Checks one array: a NumPy array of a supported dtype, C-contiguous, writeable if written,
-  // with the shape of its param. Records its memory for the overlap check.
-  Buffer check(py::handle obj, int slot, std::size_t index, bool written, const py::array* shape_of) {
-    if (!py::isinstance<py::array>(obj)) {
-      throw py::type_error(where(slot, index) + " must be an array, got " +
-                           std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
-    }
-    const auto a = py::reinterpret_borrow<py::array>(obj);
-    const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr);
-    const int num = descr->type_num;  // read off the array: no dtype object is made
-    DType dtype;
-    if (num == kNpyFloat) {
-      dtype = DType::kFloat32;
-    } else if (num == kNpyDouble) {
-      dtype = DType::kFloat64;
-    } else if (num == kNpyHalf) {
-      dtype = DType::kFloat16;
-    } else if (num == g_bfloat16_num && g_bfloat16_num >= 0) {
-      dtype = DType::kBFloat16;
-    } else {
-      throw py::type_error(where(slot, index) + " has dtype " + std::string(py::str(a.dtype())) +
-                           "; supported dtypes are float32, float64, float16 and bfloat16");
-    }
-    if (descr->byteorder == '>') {
-      throw py::type_error(where(slot, index) + " is big-endian; pass an array in native byte order");
-    }
-    if (!(a.flags() & py::array::c_style)) {
-      throw py::value_error(where(slot, index) +
-                            " is not C-contiguous; pass a contiguous array (an update applied to a "
-                            "contiguous copy would not reach this one)");
-    }
-    if (written && !a.writeable()) {
-      throw py::value_error(where(slot, index) + " is read-only; it is updated in place");
-    }
-    if (shape_of != nullptr &&
-        (a.ndim() != shape_of->ndim() ||
-         !std::equal(a.shape(), a.shape() + a.ndim(), shape_of->shape()))) {
-      throw py::value_error(where(slot, index) + " has shape " + shape_text(a) + ", but " +
-                            name(0, index) + " has shape " + shape_text(*shape_of));
-    }
-    const std::int64_t nbytes = static_cast<std::int64_t>(a.nbytes());
-    if (nbytes > 0) {
-      const auto start = reinterpret_cast<std::uintptr_t>(a.data());
-      extents_.push_back({start, start + static_cast<std::uintptr_t>(nbytes), slot, index});
-    }
-    return Buffer{const_cast<void*>(a.data()), nbytes, dtype};
-  }
-
-  // No two arguments may share memory: the kernel reads and writes through restrict pointers,
-  // and a param updated twice, or a state that is also a grad, is a bug in the caller.
-  void check_no_overlap() {
-    auto by_start = [](const Extent& x, const Extent& y) { return x.start < y.start; };
-    if (!std::is_sorted(extents_.begin(), extents_.end(), by_start)) {
-      std::sort(extents_.begin(), extents_.end(), by_start);
-    }
-    for (std::size_t i = 1; i < extents_.size(); ++i) {
-      const Extent& a = extents_[i - 1];
-      const Extent& b = extents_[i];
-      if (b.start < a.end) {
-        throw py::value_error(opt_.name + ": " + name(a.slot, a.index) + " and " +
-                              name(b.slot, b.index) +
-                              " share memory; every param, grad and state buffer must be distinct");
-      }
-    }
-  }
-
- private:
-  struct Extent {
-    std::uintptr_t start, end;
-    int slot;
-    std::size_t index;
-  };
-
-  static std::string shape_text(const py::array& a) {
-    std::string s = "(";
-    for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-  }
-
-  const Optimizer& opt_;
-  std::size_t count_;
-  std::vector<Extent> extents_;
 };
 
 std::vector<py::object> as_list(py::handle obj, const std::string& what, std::size_t count) {
@@ -231,7 +56,8 @@ std::vector<py::object> as_list(py::handle obj, const std::string& what, std::si
 }
 
 void run_step(const std::string& name, unsigned flags, py::handle params_obj, py::handle grads_obj,
-              py::handle states_obj, py::handle scalars_obj, py::handle rows_obj) {
+              py::handle states_obj, py::handle scalars_obj, py::handle rows_obj,
+              py::handle clip_obj) {
   const Optimizer& opt = find_optimizer(name);
   const int num_states = static_cast<int>(opt.state_names.size());
   if (flags >= (1u << opt.flag_names.size())) {
@@ -243,31 +69,9 @@ void run_step(const std::string& name, unsigned flags, py::handle params_obj, py
   const std::vector<py::object> grads = as_list(grads_obj, name + ": grads", count);
   const std::vector<py::object> state_slots = as_list(states_obj, name + ": states", num_states);
 
-  // per-step scalars: a tuple of floats (one row for every param), or a float64 array with one
-  // row per group of params
-  const std::size_t fields = opt.scalar_names.size();
-  std::vector<double> one_row;
-  const double* scalar_rows = nullptr;
-  std::int64_t rows = 1;
-  if (py::isinstance<py::tuple>(scalars_obj)) {
-    one_row = scalars_obj.cast<std::vector<double>>();
-    if (one_row.size() != fields) {
-      throw py::value_error(name + ": scalars must have " + std::to_string(fields) + " values");
-    }
-    scalar_rows = one_row.data();
-  } else if (py::isinstance<py::array>(scalars_obj) && type_num(scalars_obj) == kNpyDouble &&
-             (py::reinterpret_borrow<py::array>(scalars_obj).flags() & py::array::c_style) &&
-             py::reinterpret_borrow<py::array>(scalars_obj).ndim() == 2 &&
-             py::reinterpret_borrow<py::array>(scalars_obj).shape(1) ==
-                 static_cast<py::ssize_t>(fields)) {
-    const auto table = py::reinterpret_borrow<py::array>(scalars_obj);
-    rows = table.shape(0);
-    scalar_rows = static_cast<const double*>(table.data());
-  } else {
-    throw py::value_error(name + ": scalars must be a tuple of " + std::to_string(fields) +
-                          " floats or a float64 array of shape (rows, " + std::to_string(fields) +
-                          ")");
-  }
+  const ScalarTable table = scalar_table(opt, scalars_obj);
+  const double* scalar_rows = table.data;
+  const std::int64_t rows = table.rows;
   std::vector<std::int64_t> row_of(count, 0);
   if (!rows_obj.is_none()) {
     const std::vector<std::int64_t> given = rows_obj.cast<std::vector<std::int64_t>>();
@@ -282,7 +86,7 @@ void run_step(const std::string& name, unsigned flags, py::handle params_obj, py
     throw py::value_error(name + ": scalars must have one row, or one row per param");
   }
 
-  Arguments args(opt, count);
+  const Names names{opt, count};
   std::vector<std::vector<py::object>> states(num_states);
   for (int k = 0; k < num_states; ++k) {
     if (!(opt.reads(flags, k) || opt.writes(flags, k))) continue;
@@ -294,15 +98,16 @@ void run_step(const std::string& name, unsigned flags, py::handle params_obj, py
   }
 
   std::vector<Segment> segments(count);
+  std::vector<Extent> extents;
   DTypes dtypes{};
   bool state_dtype_known = false;  // a step without state buffers counts as the param's dtype
   for (std::size_t i = 0; i < count; ++i) {
-    const auto param = py::reinterpret_borrow<py::array>(params[i]);
-    const Buffer p = args.check(params[i], 0, i, true, nullptr);
-    const Buffer g = args.check(grads[i], 1, i, false, &param);
+    const Buffer p = check_array(params[i], names.name(0, i), true);
+    const auto param_name = [&names, i] { return names(0, i); };  // "param", unprefixed
+    const Buffer g = check_array(grads[i], names.name(1, i), false, &p.shape, param_name);
     if (i == 0) dtypes = DTypes{p.dtype, g.dtype, p.dtype};
     if (p.dtype != dtypes.param || g.dtype != dtypes.grad) {
-      throw py::type_error(args.where(p.dtype != dtypes.param ? 0 : 1, i) +
+      throw py::type_error(names.name(p.dtype != dtypes.param ? 0 : 1, i)() +
                            " has a dtype different from the first; a step takes arrays of one "
                            "(param, grad, state) dtype combination");
     }
@@ -310,61 +115,60 @@ void run_step(const std::string& name, unsigned flags, py::handle params_obj, py
     seg.param = p.data;
     seg.grad = g.data;
     seg.state.fill(nullptr);
-    seg.size = param.size();
+    seg.size = p.size;
     seg.row = row_of[i];
+    if (p.nbytes > 0) extents.push_back(extent_of(p, 0, i));
+    if (g.nbytes > 0) extents.push_back(extent_of(g, 1, i));
     for (int k = 0; k < num_states; ++k) {
       if (states[k].empty()) continue;
-      const Buffer s = args.check(states[k][i], k + 2, i, true, &param);
+      const Buffer s = check_array(states[k][i], names.name(k + 2, i), true, &p.shape, param_name);
       if (!state_dtype_known) {
         dtypes.state = s.dtype;
         state_dtype_known = true;
       } else if (s.dtype != dtypes.state) {
-        throw py::type_error(args.where(k + 2, i) + " has dtype " + dtype_name(s.dtype) +
+        throw py::type_error(names.name(k + 2, i)() + " has dtype " + dtype_name(s.dtype) +
                              ", but the other state buffers are " + dtype_name(dtypes.state));
       }
       seg.state[k] = s.data;
+      if (s.nbytes > 0) extents.push_back(extent_of(s, k + 2, i));
     }
   }
-  args.check_no_overlap();
+  check_no_overlap(extents, name + ": ", names);
   if (count == 0) return;
+  if (!is_supported(dtypes)) throw py::type_error(unsupported_message(name + ": ", dtypes));
 
-  const auto supported = supported_combinations();
-  if (std::find(supported.begin(), supported.end(), dtypes) == supported.end()) {
-    throw py::type_error(name + ": unsupported dtypes (param " + dtype_name(dtypes.param) +
-                         ", grad " + dtype_name(dtypes.grad) + ", state " +
-                         dtype_name(dtypes.state) + "); supported (param, grad, state): " +
-                         supported_text());
-  }
-
+  double clip = 0.0;
+  if (!clip_obj.is_none()) clip = clip_obj.cast<double>();
   py::gil_scoped_release release;
-  opt.step(dtypes, flags, segments, scalar_rows, rows);
+  opt.step(dtypes, flags, segments, scalar_rows, rows, clip_obj.is_none() ? nullptr : &clip);
+}
+
+template <class In, class Out>
+void convert_elements(const Buffer& in, const Buffer& out) {
+  const auto* src = static_cast<const In*>(in.data);
+  auto* dst = static_cast<Out*>(out.data);
+  for (std::int64_t i = 0; i < in.size; ++i) {
+    if constexpr (std::is_same_v<In, float>) {
+      dst[i] = store<Out>(src[i]);
+    } else {
+      dst[i] = load<float>(src[i]);
+    }
+  }
 }
 
 // Converts between float32 and float16/bfloat16 with the kernels' own conversions (for tests).
 void convert(const py::array& src, py::array& dst) {
-  if (src.size() != dst.size() || !(src.flags() & py::array::c_style) ||
-      !(dst.flags() & py::array::c_style) || !dst.writeable()) {
-    throw py::value_error("convert: arrays must be C-contiguous, of equal size, dst writeable");
-  }
-  const int s = type_num(src);
-  const int d = type_num(dst);
-  const py::ssize_t n = src.size();
-  if (s == kNpyFloat && d == kNpyHalf) {
-    auto* in = static_cast<const float*>(src.data());
-    auto* out = static_cast<Half*>(dst.mutable_data());
-    for (py::ssize_t i = 0; i < n; ++i) out[i] = store<Half>(in[i]);
-  } else if (s == kNpyFloat && d == g_bfloat16_num) {
-    auto* in = static_cast<const float*>(src.data());
-    auto* out = static_cast<BFloat16*>(dst.mutable_data());
-    for (py::ssize_t i = 0; i < n; ++i) out[i] = store<BFloat16>(in[i]);
-  } else if (s == kNpyHalf && d == kNpyFloat) {
-    auto* in = static_cast<const Half*>(src.data());
-    auto* out = static_cast<float*>(dst.mutable_data());
-    for (py::ssize_t i = 0; i < n; ++i) out[i] = load<float>(in[i]);
-  } else if (s == g_bfloat16_num && d == kNpyFloat) {
-    auto* in = static_cast<const BFloat16*>(src.data());
-    auto* out = static_cast<float*>(dst.mutable_data());
-    for (py::ssize_t i = 0; i < n; ++i) out[i] = load<float>(in[i]);
+  const Buffer in = check_array(src, [] { return std::string("convert: src"); }, false);
+  const Buffer out = check_array(dst, [] { return std::string("convert: dst"); }, true);
+  if (in.size != out.size) throw py::value_error("convert: arrays must be of equal size");
+  if (in.dtype == DType::kFloat32 && out.dtype == DType::kFloat16) {
+    convert_elements<float, Half>(in, out);
+  } else if (in.dtype == DType::kFloat32 && out.dtype == DType::kBFloat16) {
+    convert_elements<float, BFloat16>(in, out);
+  } else if (in.dtype == DType::kFloat16 && out.dtype == DType::kFloat32) {
+    convert_elements<Half, float>(in, out);
+  } else if (in.dtype == DType::kBFloat16 && out.dtype == DType::kFloat32) {
+    convert_elements<BFloat16, float>(in, out);
   } else {
     throw py::type_error("convert: supports float32 <-> float16 and float32 <-> bfloat16");
   }
@@ -373,14 +177,11 @@ void convert(const py::array& src, py::array& dst) {
 }  // namespace
 
 void bind_step(py::module_& m) {
-  try {
-    g_bfloat16_num = py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")).num();
-  } catch (const py::error_already_set&) {
-    g_bfloat16_num = -1;  // without ml_dtypes there are no bfloat16 arrays to update
-  }
+  init_dtypes();
 
   m.def("step", &run_step, py::arg("optimizer"), py::arg("flags"), py::arg("params"),
         py::arg("grads"), py::arg("states"), py::arg("scalars"), py::arg("rows") = py::none(),
+        py::arg("clip_value") = py::none(),
         R"doc(One optimizer step over lists of arrays, updated in place.
 
 optimizer: 'sgd', 'adagrad', 'rmsprop' or 'adam'.
@@ -388,7 +189,9 @@ flags: bit mask of the optimizer's flags (optimizers()[name]['flags'], bit k = f
 params, grads: lists of arrays; states: one entry per state name, a list of arrays or None.
 scalars: the per-step scalars in optimizers()[name]['scalars'] order: a tuple of floats for all
 params, or a float64 array (rows, fields).
-rows: for each param, the row of scalars it uses (default: row 0, or row i if there is one per param).)doc");
+rows: for each param, the row of scalars it uses (default: row 0, or row i if there is one per param).
+clip_value: if given, each gradient element, after its multiplication by grad_factor, is clamped to
+[-clip_value, clip_value].)doc");
 
   m.def("optimizers", [] {
     py::dict out;
@@ -440,5 +243,7 @@ rows: for each param, the row of scalars it uses (default: row 0, or row i if th
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyoptim's C++ kernels (OpenMP + SIMD). Use pyoptim.functional rather than this module.";
   pyoptim::bind_step(m);
+  pyoptim::bind_plan(m);
+  pyoptim::bind_reductions(m);
   pyoptim::bind_stream(m);
 }

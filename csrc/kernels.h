@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -91,6 +92,22 @@ struct Segment {
   std::int64_t row;  // the row of per-step scalars this segment uses
 };
 
+// The gradient as every rule receives it: times grad_factor, then clamped to [-clip, clip].
+// grad_factor is -1 for maximize and folds in the optimizer classes' loss-scale unscaling and
+// global-norm clipping coefficient (pyoptim/_spec.py); the clamp is
+// torch.nn.utils.clip_grad_value_ on the unscaled gradient. Without clip_value the bound is
+// infinite and the clamp changes no value (NaN and infinities included): it always runs rather
+// than doubling every instantiation for a flag, because it costs nothing measurable
+// (bench/README.md). With the weight decay of rules.h's gradient_prologue, this is
+// pyoptim.reference's _gradient.
+template <class T>
+inline T scaled_gradient(T grad, T grad_factor, T clip) {
+  grad = grad_factor * grad;
+  grad = grad < -clip ? -clip : grad;  // NaN passes, as in torch.clamp
+  grad = clip < grad ? clip : grad;
+  return grad;
+}
+
 // The elementwise loop over n elements of one segment: widen, update, round back.
 //
 // The state values are separate locals, not an array: under `omp simd` GCC turns each local into
@@ -98,7 +115,8 @@ struct Segment {
 template <class Rule, unsigned F, class P, class G, class S>
 PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, S* const* state,
                                  std::int64_t n,
-                                 const typename Rule::template Scalars<opmath_t<P>>* scalars) {
+                                 const typename Rule::template Scalars<opmath_t<P>>* scalars,
+                                 opmath_t<P> clip) {
   using T = opmath_t<P>;
   constexpr int K = static_cast<int>(Rule::state_names.size());
   static_assert(K >= 1 && K <= kMaxStates);
@@ -109,13 +127,14 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     T p = load<T>(param[i]);
+    const T g = scaled_gradient(load<T>(grad[i]), s.grad_factor, clip);
     T s0 = T(0), s1 = T(0), s2 = T(0);
     if constexpr (Rule::reads(F, 0)) s0 = load<T>(state0[i]);
     if constexpr (K > 1 && Rule::reads(F, 1)) s1 = load<T>(state1[i]);
     if constexpr (K > 2 && Rule::reads(F, 2)) s2 = load<T>(state2[i]);
-    if constexpr (K == 1) Rule::template update<F>(p, load<T>(grad[i]), s0, s);
-    if constexpr (K == 2) Rule::template update<F>(p, load<T>(grad[i]), s0, s1, s);
-    if constexpr (K == 3) Rule::template update<F>(p, load<T>(grad[i]), s0, s1, s2, s);
+    if constexpr (K == 1) Rule::template update<F>(p, g, s0, s);
+    if constexpr (K == 2) Rule::template update<F>(p, g, s0, s1, s);
+    if constexpr (K == 3) Rule::template update<F>(p, g, s0, s1, s2, s);
     param[i] = store<P>(p);
     if constexpr (Rule::writes(F, 0)) state0[i] = store<S>(s0);
     if constexpr (K > 1 && Rule::writes(F, 1)) state1[i] = store<S>(s1);
@@ -124,7 +143,8 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
 }
 
 template <class Rule, unsigned F, class C>
-void run_segments(const std::vector<Segment>& segments, const double* scalar_rows, std::int64_t rows) {
+void run_segments(const std::vector<Segment>& segments, const double* scalar_rows,
+                  std::int64_t rows, double clip_value) {
   using P = typename C::Param;
   using G = typename C::Grad;
   using S = typename C::State;
@@ -138,6 +158,8 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
   for (std::int64_t r = 0; r < rows; ++r) {
     scalars.push_back(Rule::template cast_scalars<T>(scalar_rows + r * fields));
   }
+
+  const T clip = static_cast<T>(clip_value);
 
   std::vector<std::int64_t> offsets(segments.size() + 1, 0);
   for (std::size_t k = 0; k < segments.size(); ++k) offsets[k + 1] = offsets[k] + segments[k].size;
@@ -155,29 +177,34 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
       }
       update_range<Rule, F, P, G, S>(static_cast<P*>(seg.param) + lo,
                                      static_cast<const G*>(seg.grad) + lo, state, hi - lo,
-                                     &scalars[seg.row]);
+                                     &scalars[seg.row], clip);
     }
   });
 }
 
 // One step of Rule over a table of segments that share dtypes and flags. The caller has checked
-// the buffers (bindings.cpp). Returns false for an unsupported dtype combination.
+// the buffers (bindings.cpp, plan.cpp). clip_value: the gradient clamp bound, nullptr for none.
+// Returns false for an unsupported dtype combination.
 template <class Rule>
 bool step(DTypes dtypes, unsigned flags, const std::vector<Segment>& segments,
-          const double* scalar_rows, std::int64_t rows) {
+          const double* scalar_rows, std::int64_t rows, const double* clip_value) {
   return dispatch_dtypes(dtypes, [&]<class C>() {
     dispatch_flags<1u << Rule::flag_names.size()>(flags, [&]<unsigned F>() {
-      run_segments<Rule, F, C>(segments, scalar_rows, rows);
+      run_segments<Rule, F, C>(segments, scalar_rows, rows,
+                               clip_value ? *clip_value : std::numeric_limits<double>::infinity());
     });
   });
 }
 
-#define PYOPTIM_DECLARE_STEP(Rule)                                                          \
+using StepFunction = bool (*)(DTypes, unsigned, const std::vector<Segment>&, const double*,
+                              std::int64_t, const double*);
+
+#define PYOPTIM_DECLARE_STEP(Rule)                                                               \
   extern template bool step<Rule>(DTypes, unsigned, const std::vector<Segment>&, const double*, \
-                                  std::int64_t);
-#define PYOPTIM_DEFINE_STEP(Rule)                                                             \
+                                  std::int64_t, const double*);
+#define PYOPTIM_DEFINE_STEP(Rule)                                                         \
   template bool step<Rule>(DTypes, unsigned, const std::vector<Segment>&, const double*, \
-                           std::int64_t);
+                           std::int64_t, const double*);
 
 PYOPTIM_DECLARE_STEP(Sgd)
 PYOPTIM_DECLARE_STEP(Adagrad)

@@ -4,7 +4,9 @@
 // specification (equations, defaults, torch.optim conventions). The operations and their order
 // are those of the reference, so that with floating-point contraction off (see CMakeLists.txt)
 // the results are the reference's to the last bit. Per-step scalars arrive precomputed (in
-// float64 on the host, by pyoptim/_spec.py) and already cast to the compute type T.
+// float64 on the host, by pyoptim/_spec.py) and already cast to the compute type T. The gradient
+// arrives multiplied by the scalar grad_factor (-1 for maximize) and clamped if asked: that part
+// of the prologue is the same for every rule and lives in the loop (kernels.h, scaled_gradient).
 //
 // A rule declares:
 //   name, state_names        the torch state names, in the order the state buffers are passed
@@ -13,6 +15,7 @@
 //   reads(F, k), writes(F, k) which state buffers a step with flags F touches
 //   Scalars<T>, scalar_names the per-step scalars (PYOPTIM_SCALARS below)
 //   update<F>(param, grad, <one reference per state buffer>, s)
+//   The first scalar of every rule is grad_factor, read by the loop (kernels.h).
 #pragma once
 
 #include <array>
@@ -75,12 +78,12 @@ inline T sign(T x) {
   return static_cast<T>(x > T(0)) - static_cast<T>(x < T(0));
 }
 
-// The prologue every rule starts with (reference._gradient): the gradient times grad_factor
-// (-1 for maximize; pyoptim's classes fold loss scaling and clipping into it), then weight decay,
+// The prologue every rule starts with (reference._gradient). The gradient has been multiplied by
+// grad_factor (-1 for maximize; pyoptim's classes fold loss scaling and norm clipping into it) and
+// clamped for clip_value by the loop (kernels.h, scaled_gradient); here comes weight decay,
 // coupled (L2: g + wd*p) or, with Decoupled, decoupled (p * (1 - lr*wd), as in AdamW).
 template <bool WeightDecay, bool Decoupled = false, class T, class S>
 inline void gradient_prologue(T& param, T& grad, const S& s) {
-  grad = s.grad_factor * grad;
   if constexpr (WeightDecay) {
     if constexpr (Decoupled) {
       param = param * s.decay_factor;

@@ -5,6 +5,11 @@ C++ OpenMP-SIMD kernels (and Numba CUDA kernels), behind one functional API that
 you already have (NumPy, PyTorch, CuPy...) and updates them in place, zero-copy.
 
     pyoptim.functional   one step on your arrays: sgd, adagrad, rmsprop, adam, adamw
+    pyoptim.SGD, ...     stateful optimizers with torch.optim's interface (pyoptim.optim): SGD,
+                         Adagrad, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adadelta, ASGD,
+                         Rprop, Lion, and create("adam", params, ...)
+    pyoptim.schedules    learning-rate schedules: sched(k) equals torch's lr_scheduler
+    pyoptim.flat         flat parameter buffers: a whole model in one array
     pyoptim.reference    the NumPy reference: the specification of the math
 
 GPU arrays (CuPy, Numba, PyTorch CUDA tensors) go to the CUDA backend when numba-cuda is
@@ -13,7 +18,9 @@ installed (pip install "pyoptim[cuda]"); it is imported only when the first GPU 
 
 from __future__ import annotations
 
-from . import functional, reference
+from . import flat, functional, optim, reference, schedules
+from .optim import (ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, CheckpointError, Lion,
+                    NAdam, Optimizer, RAdam, RMSprop, Rprop, create)
 from ._cpu import available as _cpu_available
 from ._cpu import core as _core_module
 from ._cuda import available as _cuda_available
@@ -25,6 +32,24 @@ __version__ = "0.1.0"
 __all__ = [
     "functional",
     "reference",
+    "optim",
+    "schedules",
+    "flat",
+    "Optimizer",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Adadelta",
+    "ASGD",
+    "Rprop",
+    "Lion",
+    "create",
+    "CheckpointError",
     "get_num_threads",
     "set_num_threads",
     "available_backends",

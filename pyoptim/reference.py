@@ -17,7 +17,9 @@ Conventions shared by all functions:
   in float64 by ``pyoptim._spec`` exactly as torch computes them, then cast to the compute dtype.
 * ``maximize`` flips the gradient's sign before anything else; so does a negative
   ``grad_factor``, by which the gradient is multiplied first (1 unless pyoptim's optimizer classes
-  fold loss scaling or gradient clipping into the step).
+  fold loss-scale unscaling or global-norm clipping into the step). ``clip_value``, if given,
+  then clamps each gradient element to [-clip_value, clip_value]
+  (torch.nn.utils.clip_grad_value_ on the unscaled gradient), before weight decay.
 * The operations run in the order torch runs them, and the C++ kernels run them in this order too
   (csrc/rules.h), so that both round alike: with the same compute dtype the CPU backend matches
   these functions to the bit.
@@ -35,7 +37,7 @@ import numpy as np
 from . import _spec
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
-           "asgd", "rprop", "lion", "compute_dtype_for"]
+           "asgd", "rprop", "lion", "compute_dtype_for", "sum_of_squares"]
 
 
 def compute_dtype_for(param_dtype) -> np.dtype:
@@ -81,10 +83,14 @@ def _sign(x):
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
 
 
-def _gradient(s, g, p, weight_decay, decoupled=False):
-    """The common prologue: the gradient's sign (maximize) and factor, then weight decay, either
+def _gradient(s, g, p, weight_decay, decoupled=False, clip_value=None):
+    """The common prologue: the gradient's sign (maximize) and factor, clamped to
+    [-clip_value, clip_value] if clip_value is given (NaN stays NaN), then weight decay, either
     coupled (L2: g + wd*p) or decoupled (p * (1 - lr*wd)). Returns (p, g)."""
     g = s.grad_factor * g
+    if clip_value is not None:
+        bound = g.dtype.type(clip_value)
+        g = np.minimum(np.maximum(g, -bound), bound)
     if weight_decay != 0:
         if decoupled:
             p = p * s.decay_factor
@@ -94,7 +100,8 @@ def _gradient(s, g, p, weight_decay, decoupled=False):
 
 
 def sgd(param, grad, *, momentum_buffer=None, step, lr=1e-3, momentum=0.0, dampening=0.0,
-        weight_decay=0.0, nesterov=False, maximize=False, compute_dtype=None, grad_factor=1.0):
+        weight_decay=0.0, nesterov=False, maximize=False, compute_dtype=None, grad_factor=1.0,
+        clip_value=None):
     r"""SGD with momentum, dampening and Nesterov momentum (torch.optim.SGD).
 
     With g the gradient, p the param, b the momentum buffer (state ``momentum_buffer``)::
@@ -115,10 +122,8 @@ def sgd(param, grad, *, momentum_buffer=None, step, lr=1e-3, momentum=0.0, dampe
               nesterov=nesterov, maximize=maximize)
     s, dtype = _setup(_spec.SGD, hp, step, grad_factor, param, compute_dtype)
     with np.errstate(all="ignore"):
-        p, g = _load(param, dtype), _load(grad, dtype)
-        g = s.grad_factor * g
-        if weight_decay != 0:
-            g = g + s.weight_decay * p
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
+                         clip_value=clip_value)
         if momentum != 0:
             if step == 1:
                 b = g
@@ -130,7 +135,7 @@ def sgd(param, grad, *, momentum_buffer=None, step, lr=1e-3, momentum=0.0, dampe
 
 
 def adagrad(param, grad, *, sum, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-            maximize=False, compute_dtype=None, grad_factor=1.0):
+            maximize=False, compute_dtype=None, grad_factor=1.0, clip_value=None):
     r"""Adagrad (torch.optim.Adagrad).
 
     With s the sum of squared gradients (state ``sum``)::
@@ -148,18 +153,16 @@ def adagrad(param, grad, *, sum, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, 
     hp = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
     s, dtype = _setup(_spec.ADAGRAD, hp, step, grad_factor, param, compute_dtype)
     with np.errstate(all="ignore"):
-        p, g, acc = _load(param, dtype), _load(grad, dtype), _load(sum, dtype)
-        g = s.grad_factor * g
-        if weight_decay != 0:
-            g = g + s.weight_decay * p
-        acc = acc + g * g
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
+                         clip_value=clip_value)
+        acc = _load(sum, dtype) + g * g
         _store(sum, acc)
         _store(param, p - s.clr * g / (np.sqrt(acc) + s.eps))
 
 
 def rmsprop(param, grad, *, square_avg, momentum_buffer=None, grad_avg=None, step, lr=1e-2,
             alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False,
-            compute_dtype=None, grad_factor=1.0):
+            compute_dtype=None, grad_factor=1.0, clip_value=None):
     r"""RMSprop, optionally centered and with momentum (torch.optim.RMSprop).
 
     With v = ``square_avg``, m = ``grad_avg`` (centered only), b = ``momentum_buffer``::
@@ -186,11 +189,9 @@ def rmsprop(param, grad, *, square_avg, momentum_buffer=None, grad_avg=None, ste
               centered=centered, maximize=maximize)
     s, dtype = _setup(_spec.RMSPROP, hp, step, grad_factor, param, compute_dtype)
     with np.errstate(all="ignore"):
-        p, g, v = _load(param, dtype), _load(grad, dtype), _load(square_avg, dtype)
-        g = s.grad_factor * g
-        if weight_decay != 0:
-            g = g + s.weight_decay * p
-        v = v * s.alpha + s.one_minus_alpha * g * g
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
+                         clip_value=clip_value)
+        v = _load(square_avg, dtype) * s.alpha + s.one_minus_alpha * g * g
         _store(square_avg, v)
         if centered:
             m = _lerp(_load(grad_avg, dtype), g, s.one_minus_alpha)
@@ -208,17 +209,12 @@ def rmsprop(param, grad, *, square_avg, momentum_buffer=None, grad_avg=None, ste
 
 
 def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hp, decoupled, opt,
-          compute_dtype, grad_factor):
+          compute_dtype, grad_factor, clip_value):
     s, dtype = _setup(opt, hp, step, grad_factor, param, compute_dtype)
     with np.errstate(all="ignore"):
-        p, g = _load(param, dtype), _load(grad, dtype)
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), hp["weight_decay"],
+                         decoupled, clip_value)
         m, v = _load(exp_avg, dtype), _load(exp_avg_sq, dtype)
-        g = s.grad_factor * g
-        if hp["weight_decay"] != 0:
-            if decoupled:
-                p = p * s.decay_factor
-            else:
-                g = g + s.weight_decay * p
         m = _lerp(m, g, s.one_minus_beta1)
         v = v * s.beta2 + s.one_minus_beta2 * g * g
         _store(exp_avg, m)
@@ -232,7 +228,7 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hp, decoupled,
 
 def adam(param, grad, *, exp_avg, exp_avg_sq, max_exp_avg_sq=None, step, lr=1e-3,
          betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
-         decoupled_weight_decay=False, compute_dtype=None, grad_factor=1.0):
+         decoupled_weight_decay=False, compute_dtype=None, grad_factor=1.0, clip_value=None):
     r"""Adam (torch.optim.Adam), with AMSGrad and optional decoupled weight decay.
 
     With m = ``exp_avg``, v = ``exp_avg_sq``, v_max = ``max_exp_avg_sq`` (amsgrad only), t = step::
@@ -255,12 +251,12 @@ def adam(param, grad, *, exp_avg, exp_avg_sq, max_exp_avg_sq=None, step, lr=1e-3
     hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
               maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
     _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hp, decoupled_weight_decay,
-          _spec.ADAM, compute_dtype, grad_factor)
+          _spec.ADAM, compute_dtype, grad_factor, clip_value)
 
 
 def adamw(param, grad, *, exp_avg, exp_avg_sq, max_exp_avg_sq=None, step, lr=1e-3,
           betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False,
-          compute_dtype=None, grad_factor=1.0):
+          compute_dtype=None, grad_factor=1.0, clip_value=None):
     r"""AdamW (torch.optim.AdamW): :func:`adam` with decoupled weight decay.
 
     The param decays before the Adam step, ``p = p * (1 - lr * weight_decay)``, instead of the
@@ -271,11 +267,11 @@ def adamw(param, grad, *, exp_avg, exp_avg_sq, max_exp_avg_sq=None, step, lr=1e-
     hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
               maximize=maximize)
     _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hp, True, _spec.ADAMW,
-          compute_dtype, grad_factor)
+          compute_dtype, grad_factor, clip_value)
 
 
 def adamax(param, grad, *, exp_avg, exp_inf, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-           weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0):
+           weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0, clip_value=None):
     r"""Adamax, Adam with the infinity norm (torch.optim.Adamax).
 
     With m = ``exp_avg``, u = ``exp_inf``, t = step::
@@ -292,7 +288,8 @@ def adamax(param, grad, *, exp_avg, exp_inf, step, lr=2e-3, betas=(0.9, 0.999), 
     hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
     s, dtype = _setup(_spec.ADAMAX, hp, step, grad_factor, param, compute_dtype)
     with np.errstate(all="ignore"):
-        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay)
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
+                         clip_value=clip_value)
         m = _lerp(_load(exp_avg, dtype), g, s.one_minus_beta1)
         u = np.maximum(_load(exp_inf, dtype) * s.beta2, np.abs(g) + s.eps)
         _store(exp_avg, m)
@@ -302,7 +299,7 @@ def adamax(param, grad, *, exp_avg, exp_inf, step, lr=2e-3, betas=(0.9, 0.999), 
 
 def nadam(param, grad, *, exp_avg, exp_avg_sq, mu_product, step, lr=2e-3, betas=(0.9, 0.999),
           eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
-          maximize=False, compute_dtype=None, grad_factor=1.0):
+          maximize=False, compute_dtype=None, grad_factor=1.0, clip_value=None):
     r"""NAdam, Adam with Nesterov momentum and Dozat's momentum schedule (torch.optim.NAdam).
 
     With m = ``exp_avg``, v = ``exp_avg_sq``, P = ``mu_product`` (a one-element host array in
@@ -328,7 +325,7 @@ def nadam(param, grad, *, exp_avg, exp_avg_sq, mu_product, step, lr=2e-3, betas=
     s, dtype = _setup(_spec.NADAM, hp, step, grad_factor, param, compute_dtype, host)
     with np.errstate(all="ignore"):
         p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
-                         decoupled_weight_decay)
+                         decoupled_weight_decay, clip_value)
         m = _lerp(_load(exp_avg, dtype), g, s.one_minus_beta1)
         v = _load(exp_avg_sq, dtype) * s.beta2 + s.one_minus_beta2 * g * g
         denom = np.sqrt(v / s.bias_correction2) + s.eps
@@ -342,7 +339,7 @@ def nadam(param, grad, *, exp_avg, exp_avg_sq, mu_product, step, lr=2e-3, betas=
 
 def radam(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
           weight_decay=0.0, decoupled_weight_decay=False, maximize=False, compute_dtype=None,
-          grad_factor=1.0):
+          grad_factor=1.0, clip_value=None):
     r"""RAdam, Adam with the variance of the adaptive learning rate rectified (torch.optim.RAdam).
 
     With m = ``exp_avg``, v = ``exp_avg_sq``, t = step::
@@ -369,7 +366,7 @@ def radam(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999)
     rectify = _spec.RADAM.active_flags(hp, step)["rectify"]
     with np.errstate(all="ignore"):
         p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
-                         decoupled_weight_decay)
+                         decoupled_weight_decay, clip_value)
         m = _lerp(_load(exp_avg, dtype), g, s.one_minus_beta1)
         v = _load(exp_avg_sq, dtype) * s.beta2 + s.one_minus_beta2 * g * g
         m_hat = m / s.bias_correction1
@@ -383,7 +380,8 @@ def radam(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999)
 
 
 def adadelta(param, grad, *, square_avg, acc_delta, step, lr=1.0, rho=0.9, eps=1e-6,
-             weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0):
+             weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0,
+             clip_value=None):
     r"""Adadelta (torch.optim.Adadelta).
 
     With v = ``square_avg``, u = ``acc_delta``::
@@ -401,7 +399,8 @@ def adadelta(param, grad, *, square_avg, acc_delta, step, lr=1.0, rho=0.9, eps=1
     hp = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
     s, dtype = _setup(_spec.ADADELTA, hp, step, grad_factor, param, compute_dtype)
     with np.errstate(all="ignore"):
-        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay)
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
+                         clip_value=clip_value)
         v = _load(square_avg, dtype) * s.rho + s.one_minus_rho * g * g
         u = _load(acc_delta, dtype)
         delta = np.sqrt(u + s.eps) / np.sqrt(v + s.eps) * g
@@ -412,7 +411,7 @@ def adadelta(param, grad, *, square_avg, acc_delta, step, lr=1.0, rho=0.9, eps=1
 
 
 def asgd(param, grad, *, ax, eta, mu, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
-         weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0):
+         weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0, clip_value=None):
     r"""Averaged SGD (torch.optim.ASGD).
 
     With ax the average (state ``ax``), eta and mu one-element host arrays (torch's ``eta`` and
@@ -433,7 +432,8 @@ def asgd(param, grad, *, ax, eta, mu, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=
     s, dtype = _setup(_spec.ASGD, hp, step, grad_factor, param, compute_dtype, host)
     average = _spec.ASGD.active_flags(hp, step, host)["average"]
     with np.errstate(all="ignore"):
-        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay)
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), weight_decay,
+                         clip_value=clip_value)
         p = p * s.decay_factor
         p = p - s.eta * g
         _store(ax, _load(ax, dtype) + (p - _load(ax, dtype)) * s.mu if average else p)
@@ -442,7 +442,8 @@ def asgd(param, grad, *, ax, eta, mu, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=
 
 
 def rprop(param, grad, *, prev, step_size, step, lr=1e-2, etas=(0.5, 1.2),
-          step_sizes=(1e-6, 50.0), maximize=False, compute_dtype=None, grad_factor=1.0):
+          step_sizes=(1e-6, 50.0), maximize=False, compute_dtype=None, grad_factor=1.0,
+          clip_value=None):
     r"""Resilient backpropagation (torch.optim.Rprop).
 
     Per element, with g_prev = ``prev`` and s = ``step_size`` (the caller fills it with lr before
@@ -461,7 +462,8 @@ def rprop(param, grad, *, prev, step_size, step, lr=1e-2, etas=(0.5, 1.2),
     hp = dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize)
     s, dtype = _setup(_spec.RPROP, hp, step, grad_factor, param, compute_dtype)
     with np.errstate(all="ignore"):
-        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), 0)
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), 0,
+                         clip_value=clip_value)
         c = _sign(g * _load(prev, dtype))
         factor = np.where(c > 0, s.etaplus, np.where(c < 0, s.etaminus, dtype.type(1)))
         size = np.clip(_load(step_size, dtype) * factor, s.step_size_min, s.step_size_max)
@@ -472,7 +474,7 @@ def rprop(param, grad, *, prev, step_size, step, lr=1e-2, etas=(0.5, 1.2),
 
 
 def lion(param, grad, *, exp_avg, step, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0,
-         maximize=False, compute_dtype=None, grad_factor=1.0):
+         maximize=False, compute_dtype=None, grad_factor=1.0, clip_value=None):
     r"""Lion, evolved sign momentum (Chen et al. 2023, "Symbolic Discovery of Optimization
     Algorithms"; defaults of lucidrains/lion-pytorch). Not in torch.optim.
 
@@ -489,7 +491,8 @@ def lion(param, grad, *, exp_avg, step, lr=1e-4, betas=(0.9, 0.99), weight_decay
     hp = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
     s, dtype = _setup(_spec.LION, hp, step, grad_factor, param, compute_dtype)
     with np.errstate(all="ignore"):
-        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), 0)
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), 0,
+                         clip_value=clip_value)
         m = _load(exp_avg, dtype)
         c = s.beta1 * m + s.one_minus_beta1 * g
         if weight_decay != 0:
@@ -498,3 +501,45 @@ def lion(param, grad, *, exp_avg, step, lr=1e-4, betas=(0.9, 0.99), weight_decay
             p = p - s.lr * _sign(c)
         _store(exp_avg, s.beta2 * m + s.one_minus_beta2 * g)
         _store(param, p)
+
+
+# The reduction behind global-norm clipping (csrc/reductions.cpp computes the same sums).
+SUM_BLOCK = 1 << 14  # elements per block
+SUM_LANES = 16  # partial sums per block
+
+
+def _pairwise_sum(values):
+    if len(values) == 0:
+        return np.float64(0.0)
+    if len(values) == 1:
+        return values[0]
+    half = len(values) // 2
+    return _pairwise_sum(values[:half]) + _pairwise_sum(values[half:])
+
+
+def sum_of_squares(arrays) -> tuple[float, bool]:
+    """The sum of the squares of every element of every array, in float64, and whether every
+    element is finite: ``(sum, finite)``. The global gradient norm is ``sqrt(sum)``.
+
+    The order of the additions is fixed, so that the result does not depend on threads or SIMD
+    width: each array is cut into blocks of SUM_BLOCK elements; in a block, element i is added
+    into partial sum i mod SUM_LANES, in order; the SUM_LANES partial sums, then the blocks (of
+    all arrays, in order), are added pairwise (the sum of a list is the sum of its first half
+    plus the sum of its second half, the first half having len // 2 elements).
+    """
+    blocks = []
+    finite = True
+    with np.errstate(all="ignore"):
+        for array in arrays:
+            x = np.asarray(array).reshape(-1)
+            finite = finite and bool(np.isfinite(x.astype(np.float64)).all())
+            for begin in range(0, x.size, SUM_BLOCK):
+                v = x[begin:begin + SUM_BLOCK].astype(np.float64)
+                whole = v.size // SUM_LANES * SUM_LANES
+                squares = v * v
+                lanes = np.zeros(SUM_LANES)
+                if whole:
+                    lanes = np.add.reduce(squares[:whole].reshape(-1, SUM_LANES), axis=0)
+                lanes[: v.size - whole] += squares[whole:]
+                blocks.append(_pairwise_sum(list(lanes)))
+    return float(_pairwise_sum(blocks)), finite

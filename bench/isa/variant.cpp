@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -28,8 +29,9 @@ void run(void* p, const void* g, void* const* st, std::int64_t n, const double* 
   using T = VARIANT::pyoptim::opmath_t<P>;
   const auto s = Rule::template cast_scalars<T>(scalars);
   S* states[3] = {static_cast<S*>(st[0]), static_cast<S*>(st[1]), static_cast<S*>(st[2])};
-  VARIANT::pyoptim::update_range<Rule, F, P, G, S>(static_cast<P*>(p), static_cast<const G*>(g),
-                                                   states, n, &s);
+  VARIANT::pyoptim::update_range<Rule, F, P, G, S>(
+      static_cast<P*>(p), static_cast<const G*>(g), states, n, &s,
+      std::numeric_limits<T>::infinity());
 }
 }  // namespace
 
