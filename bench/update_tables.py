@@ -52,7 +52,8 @@ def main(argv) -> int:
         _report.markdown_table(_report.HEADLINE_COLUMNS, [_report.headline_row(c) for c in cells]),
     ])
     if data.get("targets"):
-        full += "\n\nTargets, same run:\n\n```\n" + _report.format_targets(data["targets"]) + "\n```"
+        targets = _report.format_targets(data["targets"])
+        full += f"\n\nTargets, same run:\n\n```\n{targets}\n```"
     splice(ROOT / "bench" / "README.md", "full", full)
     short = "\n\n".join([
         _report.markdown_table(_report.SHORT_COLUMNS, _report.short_rows(cells, SHORT)),

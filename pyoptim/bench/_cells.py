@@ -54,7 +54,7 @@ class Variant:
         return self.hyperparameters["lr"] if state == "step_size" else 0.0  # Rprop's step sizes
 
     def initial_host(self) -> dict:
-        """Fresh host states for one param array: one-element float32 arrays, as torch keeps them."""
+        """Fresh host states for one param array: one-element float32 arrays, as torch has."""
         return {name: value.reshape(1)
                 for name, value in self.spec.initial_host(self.hyperparameters).items()}
 
