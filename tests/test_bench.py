@@ -251,7 +251,8 @@ def test_python_dash_m_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pyoptim.bench", "--optimizers", "sgd", "--sizes", "100",
          "--threads", "1", "--peers", "none", "--no-plots", "--out", str(tmp_path), *TINY],
-        capture_output=True, text=True, timeout=300, check=False)
+        capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path)  # not the repository root, whose pyoptim/ has no compiled _core
     assert result.returncode == 0, result.stderr
     (cell,) = _load(tmp_path)["cells"]
     assert cell["label"] == "sgd fp32 100 1t"

@@ -429,13 +429,13 @@ def test_without_numba_cuda_a_gpu_array_says_what_to_install(monkeypatch):
     assert not np.array_equal(p, values["param"])
 
 
-def test_importing_pyoptim_does_not_import_numba():
+def test_importing_pyoptim_does_not_import_numba(tmp_path):
     code = ("import sys, numpy as np, pyoptim; "
             "p = np.ones(4, np.float32); pyoptim.functional.sgd(p, p.copy(), step=1, lr=0.5, "
             "backend='numpy'); assert p[0] == 0.5; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'numba_cuda')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+                          check=True, cwd=tmp_path)  # the installed pyoptim, not the checkout's
     assert done.stdout.strip() == "[]"
 
 
