@@ -28,11 +28,21 @@ Scalar states (NAdam's mu_product, ASGD's eta and mu) stay one-element host arra
 params too: pyoptim._dispatch reads them into the per-step scalars, as for the CPU, and advances
 them once the step is launched.
 
-Lists (``step``): each param array, with its grad and state buffers, is one kernel launch; a step
-over N arrays is N launches, each with its host-side cost (pyoptim's checks, wrapping the arrays,
-Numba's dispatch: bench/bench_cuda.py shows it as 'pyoptim' against 'pyoptim-kernel'), so many
-small arrays are better updated as slices of one flat buffer. Different arrays of one step may
-have different dtypes (each launch runs its own kernel).
+Lists (``step``): each param array, with its grad and state buffers, is one kernel launch (three
+for LAMB: its moments and sums of squares, its trust ratio, its update; pyoptim/_cuda_kernels.py);
+a step over N arrays is N launches, each with its host-side cost (pyoptim's checks, wrapping the
+arrays, Numba's dispatch: bench/bench_cuda.py shows it as 'pyoptim' against 'pyoptim-kernel'), so
+many small arrays are better updated as slices of one flat buffer. Different arrays of one step
+may have different dtypes (each launch runs its own kernel).
+
+Sums of squares (``sum_of_squares``: the global gradient norm of the optimizer classes'
+max_grad_norm and skip_nonfinite; LAMB's norms) are float64 sums in the fixed order of
+pyoptim.reference.sum_of_squares (pyoptim/_cuda_sums.py): the C++ backend's result to the bit.
+Their scratch arrays (16 bytes per 16384 elements, and the ratio or total) are allocated per call
+with Numba's allocator (``cuda.device_array``) and dropped when the call returns, while LAMB's
+kernels may still be queued: Numba frees memory late, and its default allocator's cuMemFree waits
+for the GPU. (An external memory manager plugin with stream-ordered frees would want these
+allocated on the launch stream, which they are.)
 
 Launch configuration: 256 threads per block and at most as many blocks as the GPU holds at once
 (one wave of a grid-stride loop), fewer for small buffers; on the simulator, which runs one Python
@@ -135,12 +145,16 @@ def get_launch_config() -> dict:
     return dict(_override)
 
 
+def threads_per_block() -> int:
+    """The threads of a block: the override, or the automatic choice."""
+    return _override["threads_per_block"] or (SIMULATOR_GRID[1] if _kernels().SIMULATOR
+                                              else THREADS_PER_BLOCK)
+
+
 def launch_config(n: int) -> tuple[int, int]:
     """(blocks, threads per block) for a buffer of n > 0 elements."""
     simulator = _kernels().SIMULATOR
-    threads = _override["threads_per_block"] or (SIMULATOR_GRID[1] if simulator
-                                                  else THREADS_PER_BLOCK)
-    threads = min(threads, n)
+    threads = min(threads_per_block(), n)
     max_blocks = _override["max_blocks"] or (SIMULATOR_GRID[0] if simulator
                                              else _resident_blocks(threads))
     return max(1, min(-(-n // threads), max_blocks)), threads
@@ -359,13 +373,15 @@ def _scalar_rows(opt, scalars, rows, count: int) -> tuple[list, list]:
 
 
 def step(opt: _spec.Optimizer, flags: int, params: list, grads: list, states: dict, scalars,
-         rows=None) -> None:
+         rows=None, clip_value=None) -> None:
     """One step of opt over lists of GPU arrays: the meaning of pyoptim._cpu.step.
 
     flags: opt.flag_mask(...); states: state name -> a list of arrays (one per param) or None;
     scalars: opt.scalars(...) for every param (a tuple of floats), or a float64 array with one
-    row per group of params and ``rows`` giving each param's row. Checks every array before
-    launching anything; then one launch per param (module docstring).
+    row per group of params and ``rows`` giving each param's row; clip_value: if given, each
+    gradient element, after its multiplication by grad_factor, is clamped to
+    [-clip_value, clip_value] (as _core.step's clip_value). Checks every array before launching
+    anything; then one launch per param (module docstring), three for LAMB.
     """
     kernels = _kernels()
     if opt.kernel not in kernels.RULES:
@@ -373,6 +389,7 @@ def step(opt: _spec.Optimizer, flags: int, params: list, grads: list, states: di
             f"{opt.name}: the CUDA backend has no kernel for {opt.name} yet; use host arrays")
     if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags < 1 << len(opt.flags):
         raise ValueError(f"{opt.name}: flags {flags!r} out of range")
+    clip = math.inf if clip_value is None else _clip_bound(opt.name, clip_value)
     params = _as_list(params, f"{opt.name}: params")
     count = len(params)
     grads = _as_list(grads, f"{opt.name}: grads", count)
@@ -398,12 +415,7 @@ def step(opt: _spec.Optimizer, flags: int, params: list, grads: list, states: di
         segments.append((param, grad, state))
     everything = [a for p, g, s in segments for a in (p, g, *s.values())]
     _check_distinct(where, everything)
-    ordinals = {a.device for a in everything if a.device is not None}
-    if len(ordinals) > 1:
-        raise ValueError(f"{where} the arrays are on different GPUs ({sorted(ordinals)}); a step "
-                         "takes arrays of one GPU")
-
-    from numba import cuda  # noqa: PLC0415
+    _check_one_gpu(where, everything)
 
     for i, (param, grad, state) in enumerate(segments):
         if param.size == 0:
@@ -412,15 +424,135 @@ def step(opt: _spec.Optimizer, flags: int, params: list, grads: list, states: di
                   next(iter(state.values())).buffer.dtype if state else param.buffer.dtype)
         key = kernels.Key(opt.kernel, flags, *dtypes)
         types = kernels.KERNEL_DTYPES
-        arguments = kernels.arguments(
-            opt, key, param.flat(types[key.param]), grad.flat(types[key.grad]),
-            {name: s.flat(types[key.state]) for name, s in state.items()}, table[row_of[i]])
-        stream, others = launch_stream([param, grad, *state.values()])
+        flat = (param.flat(types[key.param]), grad.flat(types[key.grad]),
+                {name: s.flat(types[key.state]) for name, s in state.items()})
+        found = kernels.kernel(opt, key)
         blocks, threads = launch_config(param.size)
-        gpu = cuda.gpus[param.device] if param.device is not None else contextlib.nullcontext()
-        with gpu:
-            for other in others:  # order the launch after the work queued on the other streams
-                event = cuda.event()
-                event.record(other)
-                event.wait(stream)
-            kernels.kernel(opt, key)[blocks, threads, stream](*arguments)
+        with _launching([param, grad, *state.values()]) as stream:
+            if isinstance(found, kernels.TrustRatioKernels):
+                _trust_ratio_step(kernels, opt, key, found, flat, table[row_of[i]], clip,
+                                  param.size, stream)
+            else:
+                found[blocks, threads, stream](
+                    *kernels.arguments(opt, key, *flat, table[row_of[i]], clip))
+
+
+def _trust_ratio_step(kernels, opt, key, found, flat, scalars, clip, n, stream) -> None:
+    """LAMB on one array: the moments and the blocks' sums of squares, the trust ratio, the update
+    (pyoptim/_cuda_kernels.py). The sums and the ratio stay on the GPU."""
+    from numba import cuda  # noqa: PLC0415
+
+    from . import _cuda_sums  # noqa: PLC0415
+
+    count = _cuda_sums.blocks_of(n)
+    sums = cuda.device_array((2, count), np.float64, stream=stream)
+    ratio = cuda.device_array(1, kernels.compute_type(key.param), stream=stream)
+    args = kernels.trust_ratio_arguments(opt, key, *flat, scalars, clip, sums, ratio)
+    blocks, threads = launch_config(n)
+    found.moments[min(blocks, count), threads, stream](*args.moments)
+    found.ratio[1, _cuda_sums.tree_threads(count, threads), stream](*args.ratio)
+    found.apply[blocks, threads, stream](*args.apply)
+
+
+def _clip_bound(name: str, clip_value) -> float:
+    if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float, np.floating)):
+        raise TypeError(f"{name}: clip_value must be a real number or None, got "
+                        f"{type(clip_value).__name__}")
+    return float(clip_value)
+
+
+def _check_one_gpu(where: str, arrays: list[DeviceArray]) -> None:
+    ordinals = {a.device for a in arrays if a.device is not None}
+    if len(ordinals) > 1:
+        raise ValueError(f"{where} the arrays are on different GPUs ({sorted(ordinals)}); a step "
+                         "takes arrays of one GPU")
+
+
+@contextlib.contextmanager
+def _launching(arrays: list[DeviceArray]):
+    """The stream to launch on (launch_stream), ordered after the work queued on the arrays'
+    other streams, with the arrays' GPU current."""
+    from numba import cuda  # noqa: PLC0415
+
+    stream, others = launch_stream(arrays)
+    device = next((a.device for a in arrays if a.device is not None), None)
+    with cuda.gpus[device] if device is not None else contextlib.nullcontext():
+        for other in others:  # order the launch after the work queued on the other streams
+            event = cuda.event()
+            event.record(other)
+            event.wait(stream)
+        yield stream
+
+
+# ---------------------------------------------------------------------------------------------
+# The global sum of squares (the optimizer classes' max_grad_norm and skip_nonfinite)
+
+
+def sum_of_squares(arrays: list, names: list | None = None) -> tuple[float, bool]:
+    """(sum of the squares of every element of every GPU array, in float64; whether every element
+    is finite), as pyoptim.reference.sum_of_squares and _core.sum_of_squares: the same additions
+    in the same order (pyoptim/_cuda_sums.py), so the same sum to the bit, for any launch
+    configuration. One launch per array and one for the total, on the arrays' stream; waits for
+    the total (the caller needs it on the host)."""
+    kernels = _kernels()
+    from numba import cuda  # noqa: PLC0415
+
+    from . import _cuda_sums  # noqa: PLC0415
+
+    names = names or [f"arrays[{i}]" for i in range(len(arrays))]
+    described = [describe_readable("sum_of_squares:", name, a) for name, a in zip(names, arrays)]
+    _check_one_gpu("sum_of_squares:", described)
+    present = [a for a in described if a.size > 0]
+    if not present:
+        return 0.0, True
+    firsts = np.cumsum([0] + [_cuda_sums.blocks_of(a.size) for a in present]).tolist()
+    with _launching(present) as stream:
+        sums = cuda.device_array((1, firsts[-1]), np.float64, stream=stream)
+        total = cuda.device_array(1, np.float64, stream=stream)
+        for a, first in zip(present, firsts):
+            blocks, threads = launch_config(a.size)
+            kernels.squares_kernel(a.buffer.dtype)[
+                min(blocks, _cuda_sums.blocks_of(a.size)), threads, stream](
+                    (a.flat(kernels.KERNEL_DTYPES[a.buffer.dtype]),), (), sums, first)
+        _cuda_sums.total_kernel()[1, _cuda_sums.tree_threads(firsts[-1], threads_per_block()),
+                                  stream](sums, total)
+        result = float(_to_host(total, stream)[0])
+        if math.isfinite(result):
+            return result, True
+        # A NaN or infinite element makes its block's sum NaN or infinite. A block of 16- or
+        # 32-bit values cannot overflow in float64; one of float64 values can, so its elements
+        # are looked at (as csrc/reductions.cpp does).
+        block_sums = _to_host(sums, stream)[0]
+        for a, first, last in zip(present, firsts, firsts[1:]):
+            for b in range(last - first):
+                value = block_sums[first + b]
+                if math.isfinite(value):
+                    continue
+                if a.buffer.dtype != "float64" or math.isnan(value):
+                    return result, False
+                begin = b * _cuda_sums.SUM_BLOCK
+                block = a.flat(np.dtype(np.float64))[begin:begin + _cuda_sums.SUM_BLOCK]
+                if not np.isfinite(_to_host(block, stream)).all():
+                    return result, False
+    return result, True
+
+
+def describe_readable(where: str, name: str, x) -> DeviceArray:
+    """describe(name, x) for an array a kernel reads as a flat buffer: of a supported dtype,
+    C-contiguous and aligned, else TypeError or ValueError (nothing else checked)."""
+    a = describe(name, x)
+    if a.buffer.dtype not in _spec.SUPPORTED_DTYPES:
+        raise TypeError(f"{where} {name} has dtype {a.buffer.dtype}; supported dtypes are "
+                        "float32, float64, float16 and bfloat16")
+    if not a.buffer.contiguous:
+        raise ValueError(f"{where} {name} is not C-contiguous; pass a contiguous array")
+    _check_aligned(where, a)
+    return a
+
+
+def _to_host(array, stream) -> np.ndarray:
+    """A host copy of a device array, once the work queued before it on stream is done."""
+    copy = array.copy_to_host(stream=stream)
+    if stream:
+        stream.synchronize()
+    return copy

@@ -2,7 +2,9 @@
 
 Each rule reads line for line like its function in pyoptim/reference.py (the specification) and its
 twin in csrc/rules.h: the same operations in the same order under the same names, so that the
-kernels round as the reference does. A rule takes the param, the grad, one value per state buffer
+kernels round as the reference does. The gradient arrives multiplied by grad_factor and clamped
+for clip_value (``scaled_gradient``, applied by the kernel loop as csrc/kernels.h does). A rule
+takes the param, the grad, one value per state buffer
 (torch's state names) and the per-step scalars ``s`` (pyoptim._spec's ``*Scalars`` tuple, computed
 once per call in float64 on the host and cast to the compute type T), and returns the new param
 and state values.
@@ -38,6 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import types
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -52,6 +55,23 @@ def device(function):
     if SIMULATOR:
         return function
     return cuda.jit(device=True, forceinline=True)(function)
+
+
+def kernel(function):
+    """A CUDA kernel. On the simulator, one that runs ``function`` under
+    ``np.errstate(all="ignore")``: NumPy scalars warn (or raise, under pytest) where a GPU
+    silently gives inf or NaN. The simulator swaps its fake ``cuda`` module into the globals of
+    the function it launches, so the wrapper gets the globals of ``function``'s module."""
+    if not SIMULATOR:
+        return cuda.jit(function)
+    errstate = np.errstate
+
+    def simulated(*args):
+        with errstate(all="ignore"):
+            function(*args)
+
+    return cuda.jit(types.FunctionType(simulated.__code__, function.__globals__,
+                                       function.__name__, None, simulated.__closure__))
 
 
 class Rule(NamedTuple):
@@ -110,15 +130,32 @@ def _math(T):
 
 
 @functools.cache
+def scaled_gradient(T):
+    """The gradient as every rule receives it (csrc/kernels.h, scaled_gradient): times
+    grad_factor (-1 for maximize; the optimizer classes fold loss-scale unscaling and the
+    global-norm clipping coefficient into it), then clamped to [-clip, clip]
+    (torch.nn.utils.clip_grad_value_; NaN passes). Without clip_value the bound is infinite and
+    the clamp changes no value; it always runs, as on the CPU: two comparisons in a kernel bound
+    by memory. The kernel loop applies it, before the rule's prologue."""
+    m = _math(T)
+    mul, clamp = m.mul, m.clamp
+
+    @device
+    def scale_and_clamp(grad, grad_factor, clip):
+        return clamp(mul(grad_factor, grad), -clip, clip)
+
+    return scale_and_clamp
+
+
+@functools.cache
 def _prologue(T, weight_decay, decoupled=False):
-    """The prologue every rule starts with (reference._gradient, csrc/rules.h gradient_prologue):
-    the gradient times grad_factor (-1 for maximize), then weight decay, coupled (L2: g + wd*p)
-    or decoupled (p * (1 - lr*wd), as in AdamW). Returns (param, grad)."""
+    """The rest of the prologue every rule starts with (reference._gradient, csrc/rules.h
+    gradient_prologue), after scaled_gradient: weight decay, coupled (L2: g + wd*p) or decoupled
+    (p * (1 - lr*wd), as in AdamW). Returns (param, grad)."""
     mul = _math(T).mul
 
     @device
     def gradient_prologue(param, grad, s):
-        grad = mul(s.grad_factor, grad)
         if weight_decay:
             if decoupled:
                 param = mul(param, s.decay_factor)
@@ -347,7 +384,46 @@ def lion(T, *, weight_decay):
     return Rule(update, reads=(True,), writes=(True,))
 
 
+class TrustRatioRule(NamedTuple):
+    """A rule whose update is scaled, per param array, by a trust ratio ||p|| / ||u|| (LAMB;
+    csrc/rules.h's kTrustRatio rules, run in two passes by pyoptim/_cuda_kernels.py)."""
+    moments: Callable  # pass 1: (grad, exp_avg, exp_avg_sq, s) -> the new moments
+    direction: Callable  # (param, exp_avg, exp_avg_sq, s) -> the update direction u
+    apply: Callable  # pass 2: (param, u, ratio, s) -> the new param
+    reads: tuple
+    writes: tuple
+
+
+def lamb(T, *, weight_decay):
+    """pyoptim.reference.lamb (as optax.lamb); states: exp_avg, exp_avg_sq."""
+    mul, sqrt = _math(T)[:2]
+
+    @device
+    def moments(grad, exp_avg, exp_avg_sq, s):
+        # optax's update_moment: (1 - b) * g + b * m
+        exp_avg = mul(s.one_minus_beta1, grad) + mul(s.beta1, exp_avg)
+        exp_avg_sq = mul(s.one_minus_beta2, mul(grad, grad)) + mul(s.beta2, exp_avg_sq)
+        return exp_avg, exp_avg_sq
+
+    @device
+    def direction(param, exp_avg, exp_avg_sq, s):
+        # from the moments as stored (both passes)
+        exp_avg_hat = exp_avg / s.bias_correction1
+        exp_avg_sq_hat = exp_avg_sq / s.bias_correction2
+        update = exp_avg_hat / (sqrt(exp_avg_sq_hat) + s.eps)
+        if weight_decay:
+            update = update + mul(s.weight_decay, param)
+        return update
+
+    @device
+    def apply(param, update, ratio, s):
+        # pass 2, with the array's trust ratio
+        return param - mul(s.lr, mul(update, ratio))
+
+    return TrustRatioRule(moments, direction, apply, reads=(True, True), writes=(True, True))
+
+
 # The rule of each kernel name (pyoptim._spec.Optimizer.kernel).
 RULES = {"sgd": sgd, "adagrad": adagrad, "rmsprop": rmsprop, "adam": adam, "adamax": adamax,
          "nadam": nadam, "radam": radam, "adadelta": adadelta, "asgd": asgd, "rprop": rprop,
-         "lion": lion}
+         "lion": lion, "lamb": lamb}

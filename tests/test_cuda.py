@@ -28,8 +28,11 @@ pytestmark = pytest.mark.skipif(
 if _cuda.installed():
     from numba import cuda
 
+    from pyoptim import _cuda_sums
+
 CUDA = BACKENDS["cuda"]
 ADAM_ALL = next(c for c in FULL_CASES if c.optimizer == "adam")
+LAMB_ALL = next(c for c in FULL_CASES if c.optimizer == "lamb")
 
 
 def cuda_backend(*sizes):
@@ -205,6 +208,56 @@ def test_any_launch_configuration_gives_the_same_result(launch, blocks, threads)
     assert _cuda.launch_config(1000) == (blocks, threads)
     run_parity(cuda_backend(1000), ADAM_ALL, ("float32",) * 3, 1000, steps=2)
     run_parity(cuda_backend(1000), ADAM_ALL, ("bfloat16", "float32", "float32"), 1000, steps=2)
+    run_parity(cuda_backend(1000), LAMB_ALL, ("float32",) * 3, 1000, steps=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# LAMB: sums over several blocks, the pairwise tree
+
+
+@pytest.mark.parametrize(("blocks", "threads"), [(None, None), (1, 3)])
+def test_lamb_over_several_sum_blocks(launch, blocks, threads):
+    # two SUM_BLOCK blocks (the second one short): one CUDA block each, or one for both
+    launch(threads_per_block=threads, max_blocks=blocks)
+    n = _cuda_sums.SUM_BLOCK + 37
+    run_parity(cuda_backend(n), LAMB_ALL, ("float32",) * 3, n)
+
+
+@pytest.mark.parametrize("zero", ["param", "update"])
+def test_lamb_trust_ratio_is_one_where_a_norm_is_zero(zero):
+    n = 40
+    rng = np.random.default_rng(5)
+    p = np.zeros(n, np.float32) if zero == "param" else rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32) if zero == "param" else np.zeros(n, np.float32)
+    m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    device = [cuda.to_device(a) for a in (p, g, m, v)]
+    pyoptim.functional.lamb(device[0], device[1], exp_avg=device[2], exp_avg_sq=device[3],
+                            step=1, lr=0.1)
+    reference.lamb(p, g, exp_avg=m, exp_avg_sq=v, step=1, lr=0.1)
+    if zero == "param":  # ratio 1: the plain Adam-like step
+        assert np.count_nonzero(p) > n // 2
+    for got, want, name in zip(device, (p, g, m, v), ("param", "grad", "exp_avg", "exp_avg_sq")):
+        assert_close(host(got), want, EXACT, name)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4, 8, 16])
+def test_tree_sums_are_the_reference_pairwise_sums(threads):
+    rng = np.random.default_rng(4)
+    kernel = _cuda_sums.tree_sums_kernel(2, _copy_totals)
+    for n in [*range(1, 34), 100, 257]:
+        values = rng.random((2, n)) * 10.0 ** rng.integers(-8, 9, (2, n))
+        values[1, rng.random(n) < 0.2] = 0.0
+        out = cuda.device_array(2, np.float64)
+        kernel[1, threads](cuda.to_device(values), out)
+        want = [reference._pairwise_sum(list(row)) for row in values]
+        assert out.copy_to_host().tolist() == want, (n, threads)
+    assert _cuda_sums.tree_threads(5, 256) == 8 and _cuda_sums.tree_threads(5, 6) == 4
+    assert _cuda_sums.tree_threads(1, 256) == 1 and _cuda_sums.tree_threads(10**6, 2000) == 1024
+
+
+def _copy_totals(totals, out):
+    out[0] = totals[0]
+    out[1] = totals[1]
 
 
 def test_automatic_launch_configuration():

@@ -1,7 +1,8 @@
 """Clipping, loss-scale unscaling and the non-finite skip of the optimizer classes: the
-deterministic global norm (C++ against the reference's summation order, any thread count), the
-clamp prologue of every kernel against the reference, torch's clip_grad_norm_ /
-clip_grad_value_ followed by the step, grad_scale, and the all-or-nothing skip."""
+deterministic global norm (the C++ and CUDA backends against the reference's summation order, any
+thread count or launch configuration), the clamp prologue of every kernel of both backends against
+the reference, torch's clip_grad_norm_ / clip_grad_value_ followed by the step, grad_scale, and the
+all-or-nothing skip. (The classes on GPU params: tests/test_optim_cuda.py.)"""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 
 import pyoptim
-from pyoptim import _cpu, reference
-from cases import CASES, COMBINATIONS, DTYPES, combination_id
-from harness import assert_close, initial_state
+from pyoptim import _cpu, _cuda, reference
+from cases import CASES, COMBINATIONS, DTYPES, FULL_CASES, combination_id
+from harness import BACKENDS, assert_close, cuda_simulated, initial_state
 from test_optim import CLASSES, _class_kwargs, _grads, _groups, _params
 
 needs_core = pytest.mark.skipif(not _cpu.available(), reason="the compiled extension is not built")
@@ -22,64 +23,134 @@ needs_core = pytest.mark.skipif(not _cpu.available(), reason="the compiled exten
 SIZES = [0, 1, 7, 31, 1000, 4099, 3 * 2**14 + 5]
 
 
+class Compiled:
+    """A compiled backend's sum of squares and step (a list of host arrays in, updated in place):
+    the C++ one, or the CUDA one (copies to the device and back)."""
+
+    def __init__(self, name):
+        self.name = name
+        if name == "cpu" and not _cpu.available():
+            pytest.skip("the compiled extension is not built")
+        if name == "cuda" and "cuda" not in pyoptim.available_backends():
+            pytest.skip("no CUDA backend here (numba-cuda with a GPU or its simulator)")
+
+    def sum_of_squares(self, arrays):
+        if self.name == "cpu":
+            return _cpu.core().sum_of_squares(arrays)
+        return _cuda.sum_of_squares([BACKENDS["cuda"].to_device(a) for a in arrays])
+
+    def step(self, opt, flags, p, g, states, scalars, clip_value):
+        if self.name == "cpu":
+            _cpu.core().step(opt.kernel, flags, [p], [g],
+                             [[states[k]] if k in states else None for k in opt.states],
+                             scalars, None, clip_value)
+            return
+        cuda = BACKENDS["cuda"]
+        device = {k: cuda.to_device(v) for k, v in states.items()}
+        param = cuda.to_device(p)
+        _cuda.step(opt, flags, [param], [cuda.to_device(g)], {k: [v] for k, v in device.items()},
+                   scalars, clip_value=clip_value)
+        p[...] = cuda.to_host(param)
+        for k, v in device.items():
+            states[k][...] = cuda.to_host(v)
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def compiled(request):
+    return Compiled(request.param)
+
+
+def _launch_configurations(backend):
+    """The thread counts (C++) or CUDA launch configurations a result must not depend on."""
+    if backend.name == "cpu":
+        before = pyoptim.get_num_threads()
+        try:
+            for threads in (1, 2, 3):
+                pyoptim.set_num_threads(threads)
+                yield threads
+        finally:
+            pyoptim.set_num_threads(before)
+    else:
+        before = pyoptim.get_cuda_launch_config()
+        try:
+            for blocks, threads in ((1, 1), (3, 5), (None, None)):
+                pyoptim.set_cuda_launch_config(threads_per_block=threads, max_blocks=blocks)
+                yield blocks, threads
+        finally:
+            pyoptim.set_cuda_launch_config(**before)
+
+
 # ---------------------------------------------------------------------------------------------
 # the global sum of squares
 
 
-@needs_core
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
-def test_sum_of_squares_equals_the_reference_order_bit_for_bit(dtype):
+def test_sum_of_squares_equals_the_reference_order_bit_for_bit(compiled, dtype):
     rng = np.random.default_rng(0)
     arrays = [(rng.standard_normal(n) * 3).astype(DTYPES[dtype]) for n in SIZES]
     arrays.append((rng.standard_normal((300, 700)) * 1e-3).astype(DTYPES[dtype]))
     want = reference.sum_of_squares(arrays)
-    before = pyoptim.get_num_threads()
-    try:
-        for threads in (1, 2, 3):
-            pyoptim.set_num_threads(threads)
-            got = _cpu.core().sum_of_squares(arrays)
-            assert got == want, (threads, got, want)
-    finally:
-        pyoptim.set_num_threads(before)
+    # the CUDA simulator runs a launch configuration in seconds: all of them for float32 only
+    configurations = _launch_configurations(compiled) if compiled.name == "cpu" or \
+        dtype == "float32" else [None]
+    for configuration in configurations:
+        got = compiled.sum_of_squares(arrays)
+        assert got == want, (configuration, got, want)
     exact = math.fsum(float(x) ** 2 for a in arrays for x in a.astype(np.float64).ravel())
     assert want[0] == pytest.approx(exact, rel=1e-12)
 
 
-@needs_core
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_sum_of_squares_sees_every_non_finite_element(dtype, bad):
+def test_sum_of_squares_sees_every_non_finite_element(compiled, dtype, bad):
     rng = np.random.default_rng(1)
-    for where in (0, 4098, 3 * 2**14 + 4):
-        arrays = [rng.standard_normal(n).astype(DTYPES[dtype]) for n in (5, 4099, 3 * 2**14 + 5)]
+    big = 3 * 2**14 + 5 if compiled.name == "cpu" else 2**14 + 5  # several blocks; the simulator
+    for where in (0, 4098, big - 1):
+        arrays = [rng.standard_normal(n).astype(DTYPES[dtype]) for n in (5, 4099, big)]
         target = arrays[1] if where < 4099 else arrays[2]
         target[where] = bad
-        assert _cpu.core().sum_of_squares(arrays)[1] is False
+        assert compiled.sum_of_squares(arrays)[1] is False
         assert reference.sum_of_squares(arrays)[1] is False
-    assert _cpu.core().sum_of_squares([np.ones(3, DTYPES[dtype])])[1] is True
+    assert compiled.sum_of_squares([np.ones(3, DTYPES[dtype])])[1] is True
 
 
-@needs_core
-def test_a_float64_overflow_is_not_a_non_finite_gradient():
-    arrays = [np.full(4, 1e200), np.ones(3)]
-    total, finite = _cpu.core().sum_of_squares(arrays)
-    assert total == np.inf and finite is True
-    assert reference.sum_of_squares(arrays) == (total, finite)
+def test_a_float64_overflow_is_not_a_non_finite_gradient(compiled):
+    for arrays, expected in (([np.full(4, 1e200), np.ones(3)], True),
+                             ([np.ones(3), np.full(2 * 2**14 + 3, 1e200)], True),
+                             ([np.full(2**14 + 1, 1e200), np.array([1.0, np.inf])], False)):
+        total, finite = compiled.sum_of_squares(arrays)
+        assert total == np.inf and finite is expected
+        assert (total, finite) == reference.sum_of_squares(arrays)
+
+
+def test_sum_of_squares_of_nothing(compiled):
+    assert compiled.sum_of_squares([]) == (0.0, True) == reference.sum_of_squares([])
+    assert compiled.sum_of_squares([np.zeros(0, np.float32)]) == (0.0, True)
 
 
 # ---------------------------------------------------------------------------------------------
 # the clamp prologue in every kernel, against the reference
 
 
-@needs_core
+def _clamp_cases(backend):
+    """Every case with every dtype combination (n=1000) on the CPU; on the CUDA simulator every
+    case in float32 and one case per optimizer (all options on) in every combination (n=31)."""
+    if backend == "cpu" or not cuda_simulated():
+        return [(case, combo, 1000) for case in CASES for combo in COMBINATIONS]
+    full = {c.id for c in FULL_CASES}
+    return [(case, combo, 31) for case in CASES for combo in COMBINATIONS
+            if combo == ("float32",) * 3 or case.id in full]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_clip_value_and_grad_factor_in_every_kernel_match_the_reference(case):
+def test_clip_value_and_grad_factor_in_every_kernel_match_the_reference(backend, case):
+    compiled = Compiled(backend)
     rng = np.random.default_rng(2)
-    for combo in COMBINATIONS:
+    for _, combo, n in (c for c in _clamp_cases(backend) if c[0] is case):
         if not case.states() and combo[2] != combo[0]:
             continue
         pdt, gdt, sdt = (DTYPES[d] for d in combo)
-        n = 1000
         p = rng.standard_normal(n).astype(pdt)
         ref_p = p.copy()
         states = {k: initial_state(case, k, n, sdt, rng) for k in case.states()}
@@ -89,15 +160,14 @@ def test_clip_value_and_grad_factor_in_every_kernel_match_the_reference(case):
         hp = opt.hyperparameters(case.hyperparameters)
         for t in range(1, 8):
             g = (rng.standard_normal(n) * 4).astype(gdt)
-            g[::97] = np.nan
+            g[::29] = np.nan
             factor = 0.37 * t
-            _cpu.core().step(opt.kernel, opt.flag_mask(hp, t, host), [p], [g],
-                             [[states[k]] if k in states else None for k in opt.states],
-                             opt.scalars(hp, t, factor, host), None, 0.5)
+            compiled.step(opt, opt.flag_mask(hp, t, host), p, g, states,
+                          opt.scalars(hp, t, factor, host), 0.5)
             host.update(opt.advance_host(hp, t, host))
             getattr(reference, case.optimizer)(ref_p, g, **ref_states, **ref_host, step=t, **hp,
                                                grad_factor=factor, clip_value=0.5)
-        where = f"{case.id} {combination_id(combo)}"
+        where = f"{backend} {case.id} {combination_id(combo)}"
         for k in host:
             assert_close(host[k], ref_host[k], (0, 0), f"{k} {where}")
         assert_close(p, ref_p, (0, 0), f"param {where}")
