@@ -770,7 +770,9 @@ class _ReferenceRunner:
 
 class _CudaRunner:
     """GPU arrays on the CUDA backend: pyoptim._cuda.step, one call per (flags, dtypes) bucket.
-    Bucketing is a Python loop over the params (about a microsecond each per step)."""
+    Bucketing is a Python loop over the params (about a microsecond each per step). The global
+    sum of squares (max_grad_norm, skip_nonfinite) is pyoptim._cuda.sum_of_squares: computed on
+    the GPU, in the order of the C++ backend's, and waited for (the step depends on it)."""
 
     def __init__(self, opt: Optimizer):
         from . import _cuda
@@ -779,15 +781,12 @@ class _CudaRunner:
             raise NotImplementedError(
                 f"{type(opt).__name__}: GPU params need pyoptim's CUDA backend, which this "
                 "version does not have yet; pass host arrays")
-        if opt.max_grad_norm is not None or opt.skip_nonfinite or opt.clip_value is not None:
-            raise NotImplementedError(
-                f"{type(opt).__name__}: max_grad_norm, clip_value and skip_nonfinite are not "
-                "supported for GPU params yet (they need the CUDA backend's reductions and its "
-                "clamp)")
         self.opt = opt
         self.grads = None
 
     def set_grads(self, grads):
+        from . import _cuda
+
         opt = self.opt
         for i, g in enumerate(grads):
             if g is None:
@@ -795,6 +794,7 @@ class _CudaRunner:
             if not _arrays.is_device_array(g):
                 raise TypeError(f"grads[{i}] is a host array but the params are GPU arrays "
                                 "(no implicit transfer)")
+            _cuda.describe_readable(f"{type(opt).__name__}:", f"grads[{i}]", g)
             if _memory.shape_of(g) != _memory.shape_of(opt._views[i]):
                 raise ValueError(
                     f"{type(opt).__name__}: grads[{i}] has shape {_memory.shape_of(g)}, but "
@@ -810,7 +810,11 @@ class _CudaRunner:
         return sum(g is not None for g in grads)
 
     def grad_sum_of_squares(self):
-        raise AssertionError("refused in set_grads")
+        from . import _cuda
+
+        present = [i for i, g in enumerate(self.grads) if g is not None]
+        return _cuda.sum_of_squares([self.grads[i] for i in present],
+                                    [f"grads[{i}]" for i in present])
 
     def release(self):
         self.grads = None
@@ -835,7 +839,7 @@ class _CudaRunner:
                 _cuda.step(opt._spec, mask, [opt._views[i] for i in members],
                            [self.grads[i] for i in members],
                            {n: [opt._buffers[i][n] for i in members] for n in names},
-                           table, member_rows)
+                           table, member_rows, clip_value)
         finally:
             self.grads = None
 

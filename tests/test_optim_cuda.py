@@ -1,7 +1,8 @@
 """The optimizer classes on GPU arrays (the CUDA backend, or Numba's simulator): the same
-trajectories as on the host within the CUDA tolerance, state on the device, checkpoints through
-the host, and the options the CUDA path refuses. Skipped where the CUDA backend is not available
-(harness.BACKENDS has no "cuda" entry, or pyoptim.available_backends() lacks it)."""
+trajectories as on the host within the CUDA tolerance (clipping, loss-scale unscaling and the
+non-finite skip included), state on the device, checkpoints through the host. Skipped where the
+CUDA backend is not available (harness.BACKENDS has no "cuda" entry, or
+pyoptim.available_backends() lacks it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 import pyoptim
 from pyoptim import _memory
-from cases import CASES
+from cases import CASES, FULL_CASES
 from harness import BACKENDS, assert_close, skip_if_pending
 from test_optim import CLASSES, _class_kwargs, _grads, _groups, _params
 
@@ -64,12 +65,60 @@ def test_gpu_state_lives_on_the_device_and_checkpoints_through_the_host(tmp_path
                                   sd["state"][0]["exp_avg_sq"])
 
 
-@pytest.mark.parametrize("option", [{"max_grad_norm": 1.0}, {"clip_value": 1.0},
-                                    {"skip_nonfinite": True}], ids=str)
-def test_options_without_a_gpu_path_are_refused_at_construction(option):
+@pytest.mark.parametrize("case", [c for c in FULL_CASES if c.optimizer in ("sgd", "adam", "lamb")],
+                         ids=lambda c: c.id)
+@pytest.mark.parametrize("options", [{"max_grad_norm": 0.5}, {"clip_value": 0.3},
+                                     {"skip_nonfinite": True}], ids=str)
+def test_clipping_and_the_non_finite_skip_follow_the_host(case, options):
+    """max_grad_norm (the global norm on the GPU, in the C++ backend's order), clip_value (the
+    clamp in the kernels) and skip_nonfinite, with grad_scale: the host class's trajectory, norms
+    and step results, to the bit."""
     cuda = _cuda_backend()
-    with pytest.raises(NotImplementedError, match="not supported for GPU params"):
-        pyoptim.Adam([cuda.to_device(np.ones(4, np.float32))], **option)
+    rng = np.random.default_rng(3)
+    host = _params(rng, np.float32, shapes=[(7, 5), (31,), (1,), (300,)])
+    device = [cuda.to_device(p) for p in host]
+    cls = CLASSES[case.optimizer]
+    kwargs = dict(_class_kwargs(case), **options)
+    on_host = cls(_groups(host, case), **kwargs)
+    on_device = cls(_groups(device, case), **kwargs)
+    for t in range(8):
+        grads = _grads(rng, host, t)
+        if t in (0, 3) and options.get("skip_nonfinite"):
+            grads[t % 4][-1] = np.inf if t else np.nan
+        scale = 2.0 ** (t % 4) * 1.3
+        scaled = [g * np.float32(scale) for g in grads]
+        applied = on_host.step(scaled, grad_scale=scale)
+        assert on_device.step([cuda.to_device(g) for g in scaled], grad_scale=scale) is applied
+        assert applied is not (options.get("skip_nonfinite", False) and t in (0, 3))
+        if on_host.last_grad_norm is None:  # clip_value alone needs no norm
+            assert on_device.last_grad_norm is None
+        else:
+            assert_close(on_device.last_grad_norm, on_host.last_grad_norm, (0, 0), "norm")
+    if options.get("max_grad_norm"):
+        assert on_host.last_grad_norm > 0.5  # the clipping did clip
+    tolerance = cuda.tolerance("float32", "float32")
+    for i, (h, d) in enumerate(zip(host, device)):
+        assert_close(cuda.to_host(d), h, tolerance, f"params[{i}]")
+        assert on_device.state[i]["step"] == on_host.state[i]["step"]
+        for name in on_host.state[i]:
+            if name != "step":
+                assert_close(cuda.to_host(on_device.state[i][name]), on_host.state[i][name],
+                             tolerance, name)
+
+
+def test_a_refused_gpu_grad_changes_nothing():
+    cuda = _cuda_backend()
+    p = cuda.to_device(np.ones(8, np.float32))
+    opt = pyoptim.Adam([p], lr=0.1, max_grad_norm=1.0)
+    strided = cuda.to_device(np.ones(16, np.float32))[::2]
+    with pytest.raises(ValueError, match=r"grads\[0\] is not C-contiguous"):
+        opt.step([strided])
+    with pytest.raises(TypeError, match=r"grads\[0\] has dtype int32"):
+        opt.step([cuda.to_device(np.ones(8, np.int32))])
+    assert opt.state[0]["step"] == 0 and opt.last_grad_norm is None
+    np.testing.assert_array_equal(cuda.to_host(p), np.ones(8, np.float32))
+    assert opt.step([cuda.to_device(np.full(8, 0.5, np.float32))]) is True
+    assert opt.last_grad_norm == pytest.approx(0.5 * 8 ** 0.5, rel=1e-15)
 
 
 def test_host_and_gpu_params_do_not_mix():
