@@ -14,6 +14,7 @@ import sys
 
 # command name -> module
 COMMANDS = {
+    "bench": "pyoptim.bench",
     "compare": "pyoptim.compare",
 }
 
