@@ -3,6 +3,7 @@ sizes), its files, its refusals and its determinism."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -14,21 +15,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
-pytest.importorskip("matplotlib")
+import pyoptim
+from pyoptim.compare import main
+from pyoptim.compare import _data, _mlp, _progress, _train, tune
+from pyoptim.compare._optimizers import CONTESTANTS, FULL_BATCH, PER_LAYER
 
-import pyoptim  # noqa: E402
-from pyoptim.compare import main  # noqa: E402
-from pyoptim.compare import _data, _mlp, _progress, _train, tune  # noqa: E402
-from pyoptim.compare._optimizers import CONTESTANTS, FULL_BATCH  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "2", "--hidden", "16"]
 FAST = [*TINY, "--no-plot"]  # matplotlib takes a second or two
+
+# scikit-learn (the data) and matplotlib (the plot) come with the test and demo extras; without
+# them the tests that train or plot skip, the others (the model, the options) still run
+needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
+                                   reason="scikit-learn is not installed (pip install '.[demo]')")
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                                      reason="matplotlib is not installed (pip install '.[demo]')")
 
 
 @pytest.fixture(scope="module")
 def digits():
+    pytest.importorskip("sklearn")
     return _data.load()
 
 
@@ -178,6 +183,27 @@ def test_the_steps_go_through_pyoptim(digits, monkeypatch):
     assert all(kind == "SGD" and isinstance(g, pyoptim.flat.FlatBuffer) for kind, g in calls)
 
 
+def test_lamb_gets_one_param_per_layer_tensor(digits, monkeypatch):
+    """LAMB's trust ratio is per param: it steps over the flat buffer's views (one ratio per
+    weight matrix and bias vector), the other optimizers over the buffer as one param."""
+    made = []
+    original = pyoptim.optim.create
+
+    def spy(name, params, **kwargs):
+        made.append((name, params))
+        return original(name, params, **kwargs)
+
+    monkeypatch.setattr(pyoptim.optim, "create", spy)
+    for name in ("lamb", "adam"):
+        _train.train(CONTESTANTS[name], digits, sizes=(64, 8, 10), epochs=1, batch_size=500,
+                     lr=1e-3, seed=0)
+    (_, lamb_params), (_, adam_params) = made
+    assert PER_LAYER == ("lamb",) and CONTESTANTS["lamb"].per_layer
+    assert [p.shape for p in lamb_params] == [(64, 8), (8,), (8, 10), (10,)]
+    assert all(np.shares_memory(p, lamb_params[0].base) for p in lamb_params)
+    assert isinstance(adam_params, pyoptim.flat.FlatBuffer)
+
+
 def test_schedules():
     assert _train.make_lr("constant", 0.1, 100) == 0.1
     cosine = _train.make_lr("cosine", 0.1, 100)
@@ -206,6 +232,8 @@ def test_a_schedule_changes_the_trajectory(digits):
 # the command
 
 
+@needs_sklearn
+@needs_matplotlib
 def test_end_to_end_tiny(tmp_path, capsys):
     status, report = _run(tmp_path, "--optimizers", "gd,adam,rprop", *TINY,
                           "--lr", "adam=0.01")
@@ -239,6 +267,7 @@ def test_end_to_end_tiny(tmp_path, capsys):
     assert image[..., :3].std() > 0.05  # not blank
 
 
+@needs_sklearn
 def test_deterministic_for_a_seed(tmp_path):
     args = ["--optimizers", "sgd,adamw", *FAST, "--schedule", "warmup-cosine"]
     _, first = _run(tmp_path / "a", *args, "--seed", "5")
@@ -248,6 +277,7 @@ def test_deterministic_for_a_seed(tmp_path):
     assert first["optimizers"]["sgd"]["train_loss"] != other["optimizers"]["sgd"]["train_loss"]
 
 
+@needs_sklearn
 def test_a_diverging_optimizer_is_reported_not_fatal(tmp_path, capsys):
     status, report = _run(tmp_path, "--optimizers", "sgd", *FAST, "--lr", "sgd=1e6")
     assert status == 0
@@ -283,6 +313,8 @@ def test_bad_options_get_a_message_and_exit_status_2(tmp_path, capsys, argv, mes
     assert report is None
 
 
+@needs_sklearn
+@needs_matplotlib
 def test_missing_dependencies_are_named(tmp_path, capsys, monkeypatch):
     import importlib.util  # noqa: PLC0415
 
@@ -298,6 +330,7 @@ def test_missing_dependencies_are_named(tmp_path, capsys, monkeypatch):
     assert _run(tmp_path, "--optimizers", "sgd", *FAST)[0] == 0  # without the plot: no need
 
 
+@needs_sklearn
 def test_lr_syntax_variants(tmp_path):
     _, report = _run(tmp_path, "--optimizers", "sgd,momentum", "--epochs", "1", "--hidden", "8",
                      "--no-plot", "--lr", "sgd=0.2,momentum=2e-3")
@@ -307,31 +340,36 @@ def test_lr_syntax_variants(tmp_path):
     assert report["optimizers"]["momentum"]["hyperparameters"]["momentum"] == 0.9
 
 
-def _subprocess(*argv):
+def _subprocess(cwd, *argv):
+    """python -m pyoptim.compare, run in cwd: not the repository root, whose pyoptim/ (no
+    compiled _core unless installed editable) would shadow the installed one."""
     env = {**os.environ, "PYTHONWARNINGS": "error"}
-    return subprocess.run([sys.executable, "-m", "pyoptim.compare", *argv], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "pyoptim.compare", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
+@needs_sklearn
 def test_python_m_pyoptim_compare(tmp_path):
-    done = _subprocess("--optimizers", "momentum", *FAST, "--out", str(tmp_path))
+    done = _subprocess(tmp_path, "--optimizers", "momentum", *FAST, "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "| momentum" in done.stdout
     assert "[1/1] momentum: val accuracy" in done.stderr  # the progress line, off a terminal
     assert (tmp_path / "compare.json").exists()
 
-    bad = _subprocess("--optimizers", "adam,nope", "--out", str(tmp_path / "bad"))
+    bad = _subprocess(tmp_path, "--optimizers", "adam,nope", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2
     assert "unknown optimizer(s) nope" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
 
 
+@needs_sklearn
 def test_pyoptim_compare_subcommand(tmp_path, capsys):
     from pyoptim import cli  # noqa: PLC0415
 
     assert cli.main(["compare", "--optimizers", "adagrad", *FAST, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "compare.json").read_text())
     assert report["config"]["command"].startswith("pyoptim compare --optimizers adagrad")
+    assert {"bench", "compare"} <= set(cli.COMMANDS)
     with pytest.raises(SystemExit) as exit_:
         cli.main(["compare", "--epochs", "-1"])
     assert exit_.value.code == 2
@@ -342,10 +380,13 @@ def test_console_script(tmp_path):
     script = Path(sys.executable).parent / "pyoptim"
     if not script.exists():
         pytest.skip("the pyoptim console script is not installed (pip install .)")
-    done = subprocess.run([str(script), "compare", "--optimizers", "nope"], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 2
-    assert "unknown optimizer(s) nope" in done.stderr and "Traceback" not in done.stderr
+    for argv, message in ((["--optimizers", "nope"], "unknown optimizer(s) nope"),
+                          (["--epochs", "-2"], "an integer >= 1, got '-2'"),
+                          (["--lr", "adam=-1"], "the learning rate must be a number > 0")):
+        done = subprocess.run([str(script), "compare", *argv], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert done.returncode == 2
+        assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_help_lists_every_optimizer_and_the_lr_syntax(capsys):
@@ -385,6 +426,7 @@ def test_progress_bar_on_a_terminal_and_off():
     assert log.getvalue() == "[1/2] adam: done\n"
 
 
+@needs_sklearn
 def test_tune_runs_on_the_tuning_split(monkeypatch, capsys):
     seen = []
     original = _train.train

@@ -5,7 +5,8 @@ scikit-learn ships (8x8 images, 1797 samples; nothing is downloaded), once per o
 gradient descent, mini-batch SGD, momentum, Nesterov, and every other optimizer pyoptim has. All
 the model's parameters live in one flat buffer (pyoptim.flat.FlatBuffer) and pyoptim's kernels do
 every update: one ``opt.step(grads)`` per batch (per epoch for the full-batch methods, gradient
-descent and Rprop), a single kernel call.
+descent and Rprop). The buffer is one param, except for LAMB, whose trust ratio is per array: it
+gets the buffer's views, one param per weight matrix and bias vector.
 
 Every contestant starts from the same weights and sees the same batches (both drawn from
 ``--seed``); the train/validation split is fixed. After each epoch the loss on the whole training
@@ -24,6 +25,7 @@ import importlib.util
 import math
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 from ._optimizers import CONTESTANTS, FULL_BATCH
@@ -122,11 +124,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "optimizers (name: what it is, default lr):\n" + "\n".join(
-        f"  {c.name:9} {c.description}, lr {c.lr:g}" + ("" if c.tuned else " (not tuned)")
+        textwrap.fill(f"{c.name:9} {c.description}, lr {c.lr:g}" +
+                      ("" if c.tuned else " (not tuned)"), width=79, initial_indent="  ",
+                      subsequent_indent=" " * 12)
         for c in CONTESTANTS.values()) + (
-        f"\n\n{' and '.join(FULL_BATCH)} step once per epoch on the whole training set, the "
-        "others once per batch. Every hyperparameter but lr is torch.optim's default. The "
-        "defaults finish in well under a minute on 2 cores."
+        "\n\n" + textwrap.fill(
+            f"{' and '.join(FULL_BATCH)} step once per epoch on the whole training set, the "
+            "others once per batch. Every hyperparameter but lr is the class's default "
+            "(torch.optim's; optax's for LAMB). The defaults finish in well under a minute on 2 "
+            "cores.", width=79) +
         "\n\nexamples:\n"
         "  pyoptim compare                                  every optimizer, default settings\n"
         "  pyoptim compare --optimizers adam,sgd,momentum --epochs 10\n"
@@ -196,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
     2: bad options or missing dependencies)."""
     prog = getattr(args, "prog", "pyoptim compare")
     try:
-        _check_dependencies(not args.no_plot)
         lrs = learning_rates(args.optimizers, args.lr)
+        _check_dependencies(not args.no_plot)
         try:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -26,7 +26,7 @@ def table_rows(results: list[Curves]) -> list[tuple[str, ...]]:
         if c.diverged_at is not None:
             loss, accuracy = f"diverged (epoch {c.diverged_at})", "-"
         else:
-            loss, accuracy = f"{c.final_train_loss:.4f}", f"{c.final_val_accuracy:.1%}"
+            loss, accuracy = f"{c.final_train_loss:.3g}", f"{c.final_val_accuracy:.1%}"
         per_step = c.step_time / c.steps * 1e6 if c.steps else 0.0
         rows.append((c.contestant.name, _lr_text(c.lr), loss, accuracy,
                      "never" if reached is None else str(reached),

@@ -107,7 +107,10 @@ def train(contestant: Contestant, data: Digits, *, sizes, epochs: int, batch_siz
     n = len(data.y_train)
     per_epoch = batches_per_epoch(contestant, n, batch_size)
     size = n if contestant.full_batch else batch_size
-    opt = optim.create(contestant.optimizer, model.params,
+    # a FlatBuffer is one param (one segment); per layer: one param per view of the same buffer
+    params, grads = ((model.params.views, model.grads.views) if contestant.per_layer
+                     else (model.params, model.grads))
+    opt = optim.create(contestant.optimizer, params,
                        lr=make_lr(schedule, lr, epochs * per_epoch), **contestant.options)
     hyperparameters = {k: v for k, v in opt.param_groups[0].items() if k not in _TORCH_ONLY}
     hyperparameters["lr"] = lr
@@ -132,7 +135,7 @@ def train(contestant: Contestant, data: Digits, *, sizes, epochs: int, batch_siz
                 batch = permutation[first:first + size]
                 model.loss_and_grad(data.x_train[batch], data.y_train[batch])
                 t = time.perf_counter()
-                opt.step(model.grads)
+                opt.step(grads)
                 curves.step_time += time.perf_counter() - t
                 curves.steps += 1
         measure()
