@@ -226,7 +226,7 @@ PYOPTIM_CLONES void trust_ratio_moments(const P* __restrict param, const G* __re
   const auto s = *scalars;
   double lanes_param[kSumLanes] = {};
   double lanes_update[kSumLanes] = {};
-  auto element = [&](std::int64_t i, int lane) {
+  const auto element = [&](std::int64_t i, int lane) __attribute__((always_inline)) {
     const T p = load<T>(param[i]);
     T m = load<T>(exp_avg[i]);
     T v = load<T>(exp_avg_sq[i]);
@@ -240,6 +240,8 @@ PYOPTIM_CLONES void trust_ratio_moments(const P* __restrict param, const G* __re
   };
   std::int64_t i = 0;
   for (; i + kSumLanes <= n; i += kSumLanes) {
+    // the lanes are independent: one vector of them at a time, each summed in its own order
+#pragma omp simd
     for (int j = 0; j < kSumLanes; ++j) element(i + j, j);
   }
   for (int j = 0; i + j < n; ++j) element(i + j, j);
