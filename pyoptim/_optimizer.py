@@ -36,6 +36,22 @@ TORCH_ONLY_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
 BACKENDS = (None, "cpu", "cuda", "numpy")
 
+# Passed as params: an optimizer with no param group yet, which gets them from add_param_group()
+# (pyoptim.torch builds its optimizers so, as torch.optim.Optimizer adds its groups one by one).
+NO_PARAMS = object()
+
+
+class GradAddresses:
+    """A step's host gradients by address, for callers that have checked them (pyoptim.torch):
+    ``addresses[i]`` is 0 (param i takes no step) or the address of a C-contiguous buffer of
+    param i's shape and dtype, which the caller keeps alive until the step returns. The C++
+    backend takes them without making a NumPy array of each (Plan.set_grad_addresses)."""
+
+    __slots__ = ("addresses",)
+
+    def __init__(self, addresses: list[int]):
+        self.addresses = addresses
+
 
 class ParamState(Mapping):
     """The state of one param: ``'step'`` (the number of updates it has had) and its state
@@ -137,6 +153,8 @@ class Optimizer:
         self._placement: str | None = None
         self._plan = None
         self._lock = threading.Lock()
+        if params is NO_PARAMS:
+            return
 
         groups = _param_groups(params)
         pending = _Pending(self)
@@ -226,7 +244,11 @@ class Optimizer:
             self._lock.release()
 
     def _step(self, grads, grad_scale) -> bool:
-        grads = self._grads(grads)
+        if isinstance(grads, GradAddresses):
+            present = [a != 0 for a in grads.addresses]
+        else:
+            grads = self._grads(grads)
+            present = [g is not None for g in grads]
         scale = 1.0
         if grad_scale is not None:
             scale = 1.0 / _positive("grad_scale", grad_scale)
@@ -239,7 +261,7 @@ class Optimizer:
                 raise type(e)(f"param_groups[{g}]: {e}") from None
         self._ensure_states(hps)
         runner = self._runner()
-        everything = runner.set_grads(grads) == len(grads)
+        everything = runner.set_grads(grads) == len(present)
 
         factor = scale
         if self.max_grad_norm is not None or self.skip_nonfinite:
@@ -261,7 +283,6 @@ class Optimizer:
             keys = [(g, s + 1, self._host_of(self._group_first[g]))
                     for g, s in enumerate(self._group_steps)]
         else:  # params at different steps: one row of scalars per (group, step, scalar state)
-            present = [g is not None for g in grads]
             table: dict[tuple, int] = {}
             rows = []
             for i, on in enumerate(present):
@@ -682,6 +703,8 @@ class _CppRunner:
                               opt._group_of)
 
     def set_grads(self, grads):
+        if isinstance(grads, GradAddresses):
+            return self.plan.set_grad_addresses(grads.addresses)
         return self.plan.set_grads(grads, _host_grad)
 
     def grad_sum_of_squares(self):
