@@ -98,7 +98,7 @@ const std::vector<Optimizer>& optimizers() {
   static const std::vector<Optimizer> table{
       describe<Sgd>(),    describe<Adagrad>(),  describe<Rmsprop>(), describe<Adam>(),
       describe<Adamax>(), describe<Nadam>(),    describe<Radam>(),   describe<Adadelta>(),
-      describe<Asgd>(),   describe<Rprop>(),    describe<Lion>()};
+      describe<Asgd>(),   describe<Rprop>(),    describe<Lion>(),     describe<Lamb>()};
   return table;
 }
 

@@ -245,4 +245,5 @@ PYBIND11_MODULE(_core, m) {
   pyoptim::bind_step(m);
   pyoptim::bind_plan(m);
   pyoptim::bind_reductions(m);
+  pyoptim::bind_stream(m);
 }

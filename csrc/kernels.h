@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -18,6 +19,7 @@
 
 #include "rules.h"
 #include "storage.h"
+#include "sums.h"
 #include "threads.h"
 
 // The SIMD loop is compiled for AVX-512, AVX2 and baseline x86-64 and the best one the CPU runs
@@ -142,6 +144,34 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
   }
 }
 
+// The per-step scalars: float64 rows from the host, cast once to the compute type T.
+template <class Rule, class T>
+std::vector<typename Rule::template Scalars<T>> cast_rows(const double* rows_data, std::int64_t rows) {
+  constexpr std::int64_t fields = Rule::scalar_names.size();
+  std::vector<typename Rule::template Scalars<T>> scalars;
+  scalars.reserve(rows);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    scalars.push_back(Rule::template cast_scalars<T>(rows_data + r * fields));
+  }
+  return scalars;
+}
+
+// Splits the elements of all segments among the threads as one range, and calls
+// body(segment index, lo, hi) for each piece [lo, hi) of a segment that a thread gets.
+template <class Body>
+void for_each_segment_range(const std::vector<Segment>& segments, const Body& body) {
+  std::vector<std::int64_t> offsets(segments.size() + 1, 0);
+  for (std::size_t k = 0; k < segments.size(); ++k) offsets[k + 1] = offsets[k] + segments[k].size;
+  parallel_for(offsets.back(), [&](std::int64_t begin, std::int64_t end) {
+    std::size_t k = std::upper_bound(offsets.begin(), offsets.end(), begin) - offsets.begin() - 1;
+    for (; k < segments.size() && offsets[k] < end; ++k) {
+      const std::int64_t lo = std::max(begin, offsets[k]) - offsets[k];
+      const std::int64_t hi = std::min(end, offsets[k + 1]) - offsets[k];
+      if (hi > lo) body(k, lo, hi);
+    }
+  });
+}
+
 template <class Rule, unsigned F, class C>
 void run_segments(const std::vector<Segment>& segments, const double* scalar_rows,
                   std::int64_t rows, double clip_value) {
@@ -150,35 +180,122 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
   using S = typename C::State;
   using T = opmath_t<P>;
   constexpr int K = static_cast<int>(Rule::state_names.size());
-  constexpr std::int64_t fields = Rule::scalar_names.size();
+  const auto scalars = cast_rows<Rule, T>(scalar_rows, rows);
+  const T clip = static_cast<T>(clip_value);
+  for_each_segment_range(segments, [&](std::size_t k, std::int64_t lo, std::int64_t hi) {
+    const Segment& seg = segments[k];
+    S* state[K];
+    for (int j = 0; j < K; ++j) {
+      state[j] = seg.state[j] ? static_cast<S*>(seg.state[j]) + lo : nullptr;
+    }
+    update_range<Rule, F, P, G, S>(static_cast<P*>(seg.param) + lo,
+                                   static_cast<const G*>(seg.grad) + lo, state, hi - lo,
+                                   &scalars[seg.row], clip);
+  });
+}
 
-  // per-step scalars: float64 from the host, cast once to the compute type
-  std::vector<typename Rule::template Scalars<T>> scalars;
-  scalars.reserve(rows);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    scalars.push_back(Rule::template cast_scalars<T>(scalar_rows + r * fields));
+// Optimizers whose update is scaled, per param array, by a trust ratio ||p|| / ||u|| (LAMB):
+// Rule::kTrustRatio, two passes. Pass 1, a block at a time, updates the state
+// (Rule::moments) and sums the squares of the param and of the update direction u
+// (Rule::direction, from the state as stored) into fixed lanes (sums.h: the order of
+// reference.sum_of_squares, so the norms are the same for any thread count). Then, per array,
+// ratio = ||p|| / ||u||, 1 where either is 0. Pass 2 recomputes u from the stored state and
+// applies Rule::apply(p, u, ratio). Traffic: pass 1 reads p, g and the state and writes the
+// state; pass 2 reads p and the state and writes p.
+template <class Rule, unsigned F, class P, class G, class S>
+PYOPTIM_CLONES void trust_ratio_moments(const P* __restrict param, const G* __restrict grad,
+                                        S* __restrict exp_avg, S* __restrict exp_avg_sq,
+                                        std::int64_t n,
+                                        const typename Rule::template Scalars<opmath_t<P>>* scalars,
+                                        opmath_t<P> clip, double* sums) {
+  using T = opmath_t<P>;
+  const auto s = *scalars;
+  double lanes_param[kSumLanes] = {};
+  double lanes_update[kSumLanes] = {};
+  auto element = [&](std::int64_t i, int lane) {
+    const T p = load<T>(param[i]);
+    T m = load<T>(exp_avg[i]);
+    T v = load<T>(exp_avg_sq[i]);
+    Rule::template moments<F>(scaled_gradient(load<T>(grad[i]), s.grad_factor, clip), m, v, s);
+    exp_avg[i] = store<S>(m);
+    exp_avg_sq[i] = store<S>(v);
+    // the direction from the moments as stored (rounded to S), as pass 2 sees them
+    const T u = Rule::template direction<F>(p, load<T>(store<S>(m)), load<T>(store<S>(v)), s);
+    lanes_param[lane] += static_cast<double>(p) * static_cast<double>(p);
+    lanes_update[lane] += static_cast<double>(u) * static_cast<double>(u);
+  };
+  std::int64_t i = 0;
+  for (; i + kSumLanes <= n; i += kSumLanes) {
+    for (int j = 0; j < kSumLanes; ++j) element(i + j, j);
   }
+  for (int j = 0; i + j < n; ++j) element(i + j, j);
+  sums[0] = pairwise_sum_fixed<kSumLanes>(lanes_param);
+  sums[1] = pairwise_sum_fixed<kSumLanes>(lanes_update);
+}
 
+template <class Rule, unsigned F, class P, class S>
+PYOPTIM_CLONES void trust_ratio_apply(P* __restrict param, const S* __restrict exp_avg,
+                                      const S* __restrict exp_avg_sq, std::int64_t n,
+                                      const typename Rule::template Scalars<opmath_t<P>>* scalars,
+                                      opmath_t<P> ratio) {
+  using T = opmath_t<P>;
+  const auto s = *scalars;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T p = load<T>(param[i]);
+    const T u = Rule::template direction<F>(p, load<T>(exp_avg[i]), load<T>(exp_avg_sq[i]), s);
+    param[i] = store<P>(Rule::apply(p, u, ratio, s));
+  }
+}
+
+template <class Rule, unsigned F, class C>
+void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_rows,
+                     std::int64_t rows, double clip_value) {
+  using P = typename C::Param;
+  using G = typename C::Grad;
+  using S = typename C::State;
+  using T = opmath_t<P>;
+  const auto scalars = cast_rows<Rule, T>(scalar_rows, rows);
   const T clip = static_cast<T>(clip_value);
 
-  std::vector<std::int64_t> offsets(segments.size() + 1, 0);
-  for (std::size_t k = 0; k < segments.size(); ++k) offsets[k + 1] = offsets[k] + segments[k].size;
+  const std::vector<SumBlock> blocks =
+      sum_blocks(segments.size(), [&](std::size_t k) { return segments[k].size; });
+  std::int64_t total = 0;
+  for (const Segment& seg : segments) total += seg.size;
+  std::vector<std::array<double, 2>> sums(blocks.size());
+  parallel_for_blocks(static_cast<std::int64_t>(blocks.size()), total, [&](std::int64_t b) {
+    const SumBlock& block = blocks[b];
+    const Segment& seg = segments[block.array];
+    trust_ratio_moments<Rule, F, P, G, S>(
+        static_cast<const P*>(seg.param) + block.begin,
+        static_cast<const G*>(seg.grad) + block.begin,
+        static_cast<S*>(seg.state[0]) + block.begin, static_cast<S*>(seg.state[1]) + block.begin,
+        block.size, &scalars[seg.row], clip, sums[b].data());
+  });
 
-  parallel_for(offsets.back(), [&](std::int64_t begin, std::int64_t end) {
-    std::size_t k = std::upper_bound(offsets.begin(), offsets.end(), begin) - offsets.begin() - 1;
-    for (; k < segments.size() && offsets[k] < end; ++k) {
-      const Segment& seg = segments[k];
-      const std::int64_t lo = std::max(begin, offsets[k]) - offsets[k];
-      const std::int64_t hi = std::min(end, offsets[k + 1]) - offsets[k];
-      if (hi <= lo) continue;
-      S* state[K];
-      for (int j = 0; j < K; ++j) {
-        state[j] = seg.state[j] ? static_cast<S*>(seg.state[j]) + lo : nullptr;
-      }
-      update_range<Rule, F, P, G, S>(static_cast<P*>(seg.param) + lo,
-                                     static_cast<const G*>(seg.grad) + lo, state, hi - lo,
-                                     &scalars[seg.row], clip);
+  // per array: the blocks' sums added pairwise, then the ratio (float64, cast once)
+  std::vector<T> ratios(segments.size(), T(1));
+  std::vector<double> param_sums, update_sums;
+  for (std::size_t b = 0; b < blocks.size();) {
+    const std::size_t k = blocks[b].array;
+    param_sums.clear();
+    update_sums.clear();
+    for (; b < blocks.size() && blocks[b].array == k; ++b) {
+      param_sums.push_back(sums[b][0]);
+      update_sums.push_back(sums[b][1]);
     }
+    const double param_norm = std::sqrt(pairwise_sum(param_sums.data(), param_sums.size()));
+    const double update_norm = std::sqrt(pairwise_sum(update_sums.data(), update_sums.size()));
+    ratios[k] = static_cast<T>(param_norm == 0 || update_norm == 0 ? 1.0
+                                                                   : param_norm / update_norm);
+  }
+
+  for_each_segment_range(segments, [&](std::size_t k, std::int64_t lo, std::int64_t hi) {
+    const Segment& seg = segments[k];
+    trust_ratio_apply<Rule, F, P, S>(static_cast<P*>(seg.param) + lo,
+                                     static_cast<const S*>(seg.state[0]) + lo,
+                                     static_cast<const S*>(seg.state[1]) + lo, hi - lo,
+                                     &scalars[seg.row], ratios[k]);
   });
 }
 
@@ -190,8 +307,12 @@ bool step(DTypes dtypes, unsigned flags, const std::vector<Segment>& segments,
           const double* scalar_rows, std::int64_t rows, const double* clip_value) {
   return dispatch_dtypes(dtypes, [&]<class C>() {
     dispatch_flags<1u << Rule::flag_names.size()>(flags, [&]<unsigned F>() {
-      run_segments<Rule, F, C>(segments, scalar_rows, rows,
-                               clip_value ? *clip_value : std::numeric_limits<double>::infinity());
+      const double clip = clip_value ? *clip_value : std::numeric_limits<double>::infinity();
+      if constexpr (requires { Rule::kTrustRatio; }) {
+        run_trust_ratio<Rule, F, C>(segments, scalar_rows, rows, clip);
+      } else {
+        run_segments<Rule, F, C>(segments, scalar_rows, rows, clip);
+      }
     });
   });
 }
@@ -217,5 +338,6 @@ PYOPTIM_DECLARE_STEP(Adadelta)
 PYOPTIM_DECLARE_STEP(Asgd)
 PYOPTIM_DECLARE_STEP(Rprop)
 PYOPTIM_DECLARE_STEP(Lion)
+PYOPTIM_DECLARE_STEP(Lamb)
 
 }  // namespace pyoptim

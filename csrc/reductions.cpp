@@ -8,6 +8,7 @@
 #include "arguments.h"
 #include "module.h"
 #include "storage.h"
+#include "sums.h"
 #include "threads.h"
 
 namespace py = pybind11;
@@ -15,37 +16,14 @@ namespace py = pybind11;
 namespace pyoptim {
 namespace {
 
-// Elements per block: a block is the unit of work of a thread.
-constexpr std::int64_t kBlock = std::int64_t{1} << 14;
-// Partial sums per block; element i of a block goes to lane i mod kLanes.
-constexpr int kLanes = 16;
-
-// The sum of v[0..n) by halving: the same tree for the same n, every time.
-double pairwise_sum(const double* v, std::size_t n) {
-  if (n == 0) return 0.0;
-  if (n == 1) return v[0];
-  const std::size_t half = n / 2;
-  return pairwise_sum(v, half) + pairwise_sum(v + half, n - half);
-}
-
-// pairwise_sum for a length known at compile time: the same tree, unrolled.
-template <std::size_t N>
-inline double pairwise_sum_fixed(const double* v) {
-  if constexpr (N == 1) {
-    return v[0];
-  } else {
-    return pairwise_sum_fixed<N / 2>(v) + pairwise_sum_fixed<N - N / 2>(v + N / 2);
-  }
-}
-
-// The sum of squares of x[0..n), n <= kBlock. The lanes are an array in the source, so any
+// The sum of squares of x[0..n), n <= kSumBlock. The lanes are an array in the source, so any
 // vectorization of the inner loop computes exactly these partial sums.
 template <class G>
 PYOPTIM_CLONES double block_sum_of_squares(const G* __restrict x, std::int64_t n) {
-  double lanes[kLanes] = {};
+  double lanes[kSumLanes] = {};
   std::int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
+  for (; i + kSumLanes <= n; i += kSumLanes) {
+    for (int j = 0; j < kSumLanes; ++j) {
       const double v = load<double>(x[i + j]);
       lanes[j] += v * v;
     }
@@ -54,7 +32,7 @@ PYOPTIM_CLONES double block_sum_of_squares(const G* __restrict x, std::int64_t n
     const double v = load<double>(x[i + j]);
     lanes[j] += v * v;
   }
-  return pairwise_sum_fixed<kLanes>(lanes);
+  return pairwise_sum_fixed<kSumLanes>(lanes);
 }
 
 template <class G>
@@ -83,39 +61,22 @@ bool all_finite(const double* x, std::int64_t n) {
 }  // namespace
 
 SumOfSquares sum_of_squares(const std::vector<Span>& spans) {
-  struct Block {
-    std::size_t span;
-    std::int64_t begin, size;
-  };
-  std::vector<Block> blocks;
+  const std::vector<SumBlock> blocks =
+      sum_blocks(spans.size(), [&](std::size_t k) { return spans[k].size; });
   std::int64_t total = 0;
-  for (std::size_t k = 0; k < spans.size(); ++k) {
-    for (std::int64_t b = 0; b < spans[k].size; b += kBlock) {
-      blocks.push_back({k, b, std::min(kBlock, spans[k].size - b)});
-    }
-    total += spans[k].size;
-  }
+  for (const Span& span : spans) total += span.size;
   std::vector<double> sums(blocks.size());
+  parallel_for_blocks(static_cast<std::int64_t>(blocks.size()), total, [&](std::int64_t b) {
+    sums[b] = block_sum(spans[blocks[b].array], blocks[b].begin, blocks[b].size);
+  });
   const auto count = static_cast<std::int64_t>(blocks.size());
-  const int threads = static_cast<int>(
-      std::min<std::int64_t>({num_threads(), total / min_elements_per_thread(), count}));
-  if (threads <= 1) {
-    for (std::int64_t b = 0; b < count; ++b) {
-      sums[b] = block_sum(spans[blocks[b].span], blocks[b].begin, blocks[b].size);
-    }
-  } else {
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (std::int64_t b = 0; b < count; ++b) {
-      sums[b] = block_sum(spans[blocks[b].span], blocks[b].begin, blocks[b].size);
-    }
-  }
   SumOfSquares result{pairwise_sum(sums.data(), sums.size()), true};
   // A NaN or infinite element makes its block's sum NaN or infinite. A block of 16- or 32-bit
   // values cannot overflow in float64; one of float64 values can, so its elements are looked at.
   if (!std::isfinite(result.sum)) {
     for (std::int64_t b = 0; b < count && result.finite; ++b) {
       if (std::isfinite(sums[b])) continue;
-      const Span& span = spans[blocks[b].span];
+      const Span& span = spans[blocks[b].array];
       result.finite = span.dtype == DType::kFloat64 && !std::isnan(sums[b]) &&
                       all_finite(static_cast<const double*>(span.data) + blocks[b].begin,
                                  blocks[b].size);

@@ -387,4 +387,48 @@ struct Lion {
   }
 };
 
+// LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning"), as optax.lamb: Adam's
+// direction (eps outside the square root, after the bias corrections) plus decoupled weight
+// decay, u = m_hat / (sqrt(v_hat) + eps) + wd * p, scaled per param array by the trust ratio
+// ||p|| / ||u|| (1 where either norm is 0): p = p - lr * (u * ratio). Two passes
+// (kernels.h run_trust_ratio): the ratio needs the norms of the whole array.
+struct Lamb {
+  static constexpr const char* name = "lamb";
+  static constexpr std::array state_names{"exp_avg", "exp_avg_sq"};
+  static constexpr std::array flag_names{"weight_decay"};
+  enum : unsigned { kWeightDecay = 1u };
+  static constexpr bool kTrustRatio = true;
+  static constexpr bool reads(unsigned, int) { return true; }
+  static constexpr bool writes(unsigned, int) { return true; }
+
+#define PYOPTIM_LAMB_SCALARS(X)                                                                  \
+  X(grad_factor) X(weight_decay) X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2)      \
+  X(bias_correction1) X(bias_correction2) X(eps) X(lr)
+  PYOPTIM_SCALARS(PYOPTIM_LAMB_SCALARS)
+#undef PYOPTIM_LAMB_SCALARS
+
+  // pass 1: the moments (optax's update_moment: (1 - b) * g + b * m)
+  template <unsigned F, class T>
+  static void moments(T grad, T& exp_avg, T& exp_avg_sq, const Scalars<T>& s) {
+    exp_avg = s.one_minus_beta1 * grad + s.beta1 * exp_avg;
+    exp_avg_sq = s.one_minus_beta2 * (grad * grad) + s.beta2 * exp_avg_sq;
+  }
+
+  // the update direction, from the stored moments (both passes)
+  template <unsigned F, class T>
+  static T direction(T param, T exp_avg, T exp_avg_sq, const Scalars<T>& s) {
+    const T exp_avg_hat = exp_avg / s.bias_correction1;
+    const T exp_avg_sq_hat = exp_avg_sq / s.bias_correction2;
+    T update = exp_avg_hat / (std::sqrt(exp_avg_sq_hat) + s.eps);
+    if constexpr (F & kWeightDecay) update = update + s.weight_decay * param;
+    return update;
+  }
+
+  // pass 2, with the array's trust ratio
+  template <class T>
+  static T apply(T param, T update, T ratio, const Scalars<T>& s) {
+    return param - s.lr * (update * ratio);
+  }
+};
+
 }  // namespace pyoptim

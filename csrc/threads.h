@@ -49,4 +49,22 @@ void parallel_for(std::int64_t n, const Body& body) {
 #endif
 }
 
+// Calls body(b) for b in [0, count): whole blocks of work, split among the threads (statically,
+// in order). total_elements decides, as in parallel_for, whether more threads pay.
+template <class Body>
+void parallel_for_blocks(std::int64_t count, std::int64_t total_elements, const Body& body) {
+  const std::int64_t threads = std::min<std::int64_t>(
+      {num_threads(), total_elements / min_elements_per_thread(), count});
+  if (threads <= 1) {
+    for (std::int64_t b = 0; b < count; ++b) body(b);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads))
+  for (std::int64_t b = 0; b < count; ++b) body(b);
+#else
+  for (std::int64_t b = 0; b < count; ++b) body(b);
+#endif
+}
+
 }  // namespace pyoptim

@@ -1,13 +1,15 @@
 """pyoptim: compiled optimizer steps for large flat parameter buffers.
 
-The update loops of SGD, Adagrad, RMSprop, Adam and AdamW, with torch.optim's math and names, as
-C++ OpenMP-SIMD kernels (and Numba CUDA kernels), behind one functional API that takes the arrays
-you already have (NumPy, PyTorch, CuPy...) and updates them in place, zero-copy.
+The update loops of SGD, Adagrad, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adadelta, ASGD,
+Rprop (torch.optim's math and names), Lion and LAMB, as C++ OpenMP-SIMD kernels and Numba CUDA
+kernels, behind one functional API that takes the arrays you already have (NumPy, PyTorch,
+CuPy...) and updates them in place, zero-copy.
 
-    pyoptim.functional   one step on your arrays: sgd, adagrad, rmsprop, adam, adamw
+    pyoptim.functional   one step on your arrays: sgd, adagrad, rmsprop, adam, adamw, adamax,
+                         nadam, radam, adadelta, asgd, rprop, lion, lamb
     pyoptim.SGD, ...     stateful optimizers with torch.optim's interface (pyoptim.optim): SGD,
                          Adagrad, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adadelta, ASGD,
-                         Rprop, Lion, and create("adam", params, ...)
+                         Rprop, Lion, Lamb, and create("adam", params, ...)
     pyoptim.schedules    learning-rate schedules: sched(k) equals torch's lr_scheduler
     pyoptim.flat         flat parameter buffers: a whole model in one array
     pyoptim.reference    the NumPy reference: the specification of the math
@@ -19,8 +21,8 @@ installed (pip install "pyoptim[cuda]"); it is imported only when the first GPU 
 from __future__ import annotations
 
 from . import flat, functional, optim, reference, schedules
-from .optim import (ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, CheckpointError, Lion,
-                    NAdam, Optimizer, RAdam, RMSprop, Rprop, create)
+from .optim import (ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, CheckpointError, Lamb,
+                    Lion, NAdam, Optimizer, RAdam, RMSprop, Rprop, create)
 from ._cpu import available as _cpu_available
 from ._cpu import core as _core_module
 from ._cuda import available as _cuda_available
@@ -48,6 +50,7 @@ __all__ = [
     "ASGD",
     "Rprop",
     "Lion",
+    "Lamb",
     "create",
     "CheckpointError",
     "get_num_threads",

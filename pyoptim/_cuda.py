@@ -368,6 +368,9 @@ def step(opt: _spec.Optimizer, flags: int, params: list, grads: list, states: di
     launching anything; then one launch per param (module docstring).
     """
     kernels = _kernels()
+    if opt.kernel not in kernels.RULES:
+        raise NotImplementedError(
+            f"{opt.name}: the CUDA backend has no kernel for {opt.name} yet; use host arrays")
     if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags < 1 << len(opt.flags):
         raise ValueError(f"{opt.name}: flags {flags!r} out of range")
     params = _as_list(params, f"{opt.name}: params")

@@ -39,6 +39,8 @@ KERNEL_DTYPES = {
 MAX_STATES = 3
 
 
+RULES = _cuda_rules.RULES  # the optimizers with a CUDA rule
+
 def compute_type(param_dtype: str):
     """The type a param of this dtype is computed in: float32 for 16-bit params."""
     return np.float64 if param_dtype == "float64" else np.float32
@@ -91,7 +93,7 @@ class Key(NamedTuple):
 def rule(kernel: str, flag_names: tuple, flags: int, T) -> _cuda_rules.Rule:
     """The rule of this kernel name with these flags (bit k of the mask: flag_names[k])."""
     active = {name: bool(flags >> k & 1) for k, name in enumerate(flag_names)}
-    return _cuda_rules.RULES[kernel](T, **active)
+    return RULES[kernel](T, **active)
 
 
 def _rule_of(opt, key: Key) -> _cuda_rules.Rule:

@@ -196,6 +196,19 @@ class RpropScalars(NamedTuple):
     step_size_max: float
 
 
+class LambScalars(NamedTuple):
+    grad_factor: float
+    weight_decay: float
+    beta1: float
+    one_minus_beta1: float
+    beta2: float
+    one_minus_beta2: float
+    bias_correction1: float
+    bias_correction2: float
+    eps: float
+    lr: float
+
+
 class LionScalars(NamedTuple):
     grad_factor: float
     beta1: float
@@ -314,12 +327,6 @@ def _adam_scalars(hp, step, grad_factor, host):
         bias_correction2_sqrt=bias_correction2**0.5,
         eps=float(hp["eps"]),
     )
-
-
-def _adamax_check(hp):
-    for name in ("lr", "eps", "weight_decay"):
-        _at_least_zero(name, hp[name])
-    _betas(hp["betas"])
 
 
 def _adamax_scalars(hp, step, grad_factor, host):
@@ -502,6 +509,22 @@ def _lion_scalars(hp, step, grad_factor, host):
     )
 
 
+def _lamb_scalars(hp, step, grad_factor, host):
+    beta1, beta2 = (float(b) for b in hp["betas"])
+    return LambScalars(
+        grad_factor=_grad_factor(hp, grad_factor),
+        weight_decay=float(hp["weight_decay"]),
+        beta1=beta1,
+        one_minus_beta1=1 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1 - beta2,
+        bias_correction1=1 - beta1**step,
+        bias_correction2=1 - beta2**step,
+        eps=float(hp["eps"]),
+        lr=float(hp["lr"]),
+    )
+
+
 def _weight_decay_flag(hp, step, host=None):
     return {"weight_decay": hp["weight_decay"] != 0}
 
@@ -536,6 +559,8 @@ class Optimizer:
     # from it; _advance gives its values after this step.
     host_states: tuple[str, ...] = ()
     _advance: Callable[..., dict] | None = None  # (hp, step, host) -> new host values
+    # False where an element's update depends on the whole array (LAMB's trust ratio)
+    elementwise: bool = True
 
     def __post_init__(self):
         if not self.kernel:
@@ -666,7 +691,7 @@ ADAMAX = Optimizer(
     states=("exp_avg", "exp_inf"),
     flags=("weight_decay",),
     scalar_type=AdamaxScalars,
-    _check=_adamax_check,
+    _check=_adam_check,
     _flags=_weight_decay_flag,
     _scalars=_adamax_scalars,
 )
@@ -745,7 +770,21 @@ LION = Optimizer(
     _scalars=_lion_scalars,
 )
 
+# LAMB as optax.lamb (not in torch.optim): its update is scaled per param array by a trust
+# ratio, so its kernel runs two passes (csrc/kernels.h run_trust_ratio).
+LAMB = Optimizer(
+    name="lamb",
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False),
+    states=("exp_avg", "exp_avg_sq"),
+    flags=("weight_decay",),
+    scalar_type=LambScalars,
+    _check=_adam_check,
+    _flags=_weight_decay_flag,
+    _scalars=_lamb_scalars,
+    elementwise=False,
+)
+
 OPTIMIZERS: dict[str, Optimizer] = {
     o.name: o for o in (SGD, ADAGRAD, RMSPROP, ADAM, ADAMW, ADAMAX, NADAM, RADAM, ADADELTA, ASGD,
-                        RPROP, LION)
+                        RPROP, LION, LAMB)
 }

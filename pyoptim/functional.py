@@ -38,7 +38,7 @@ from . import _spec
 from ._dispatch import functional_step
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
-           "asgd", "rprop", "lion"]
+           "asgd", "rprop", "lion", "lamb"]
 
 
 def sgd(param, grad, *, momentum_buffer=None, step, lr=1e-3, momentum=0.0, dampening=0.0,
@@ -185,4 +185,15 @@ def lion(param, grad, *, exp_avg, step, lr=1e-4, betas=(0.9, 0.99), weight_decay
     """Lion (Chen et al. 2023; not in torch.optim); see pyoptim.reference.lion."""
     functional_step(_spec.LION, param, grad, {"exp_avg": exp_avg}, step,
                     dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize),
+                    backend)
+
+
+def lamb(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
+         weight_decay=0.0, maximize=False, backend=None):
+    """LAMB (You et al. 2020) as optax.lamb; see pyoptim.reference.lamb. The trust ratio is per
+    param array: a call updates one array with its own ratio."""
+    functional_step(_spec.LAMB, param, grad, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq},
+                    step,
+                    dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         maximize=maximize),
                     backend)

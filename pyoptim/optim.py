@@ -52,7 +52,7 @@ from ._optimizer import Optimizer, ParamState, StateView
 from .schedules import Schedule
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam",
-           "Adadelta", "ASGD", "Rprop", "Lion", "create", "CheckpointError", "ParamState",
+           "Adadelta", "ASGD", "Rprop", "Lion", "Lamb", "create", "CheckpointError", "ParamState",
            "StateView", "OPTIMIZER_NAMES"]
 
 
@@ -341,6 +341,27 @@ class Lion(Optimizer):
             **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
 
 
+class Lamb(Optimizer):
+    """LAMB, layer-wise adaptive moments (You et al. 2020), as optax.lamb: Adam's direction
+    plus decoupled weight decay, scaled per param array by the trust ratio ||p|| / ||u||
+    (equations and conventions: pyoptim.reference.lamb; not in torch.optim). The ratio is per
+    param: give one param per layer (a flat buffer of the whole model gets one ratio).
+
+    State: ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    _spec = _spec.LAMB
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
+                 maximize=False, state_dtype=None, max_grad_norm=None, clip_value=None,
+                 skip_nonfinite=False, backend=None):
+        super().__init__(
+            params,
+            dict(lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay,
+                 maximize=maximize),
+            **_pyoptim_options(state_dtype, max_grad_norm, clip_value, skip_nonfinite, backend))
+
+
 def _pair(betas):
     return tuple(betas) if isinstance(betas, list) else betas
 
@@ -365,6 +386,7 @@ OPTIMIZER_NAMES: dict[str, tuple[type, dict]] = {
     "asgd": (ASGD, {}),
     "rprop": (Rprop, {}),
     "lion": (Lion, {}),
+    "lamb": (Lamb, {}),
 }
 
 

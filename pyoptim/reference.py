@@ -32,12 +32,13 @@ first with the gradient of the loss over the whole data set, the second over a b
 
 from __future__ import annotations
 
+import math
 import numpy as np
 
 from . import _spec
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
-           "asgd", "rprop", "lion", "compute_dtype_for", "sum_of_squares"]
+           "asgd", "rprop", "lion", "lamb", "compute_dtype_for", "sum_of_squares"]
 
 
 def compute_dtype_for(param_dtype) -> np.dtype:
@@ -543,3 +544,43 @@ def sum_of_squares(arrays) -> tuple[float, bool]:
                 lanes[: v.size - whole] += squares[whole:]
                 blocks.append(_pairwise_sum(list(lanes)))
     return float(_pairwise_sum(blocks)), finite
+
+
+def lamb(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
+         weight_decay=0.0, maximize=False, compute_dtype=None, grad_factor=1.0, clip_value=None):
+    r"""LAMB, layer-wise adaptive moments (You et al. 2020, "Large Batch Optimization for Deep
+    Learning: Training BERT in 76 minutes"), as optax.lamb. Not in torch.optim.
+
+    With m = ``exp_avg``, v = ``exp_avg_sq``, t = step, and norms over this param array::
+
+        g = -g                            if maximize
+        m = (1 - beta1) * g + beta1 * m   (optax's moment form, not torch's lerp)
+        v = (1 - beta2) * (g * g) + beta2 * v
+        u = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)  [from m, v as stored]
+        u = u + weight_decay * p          if weight_decay != 0 (decoupled: in the update)
+        r = ||p|| / ||u||,  1 where either norm is 0        (the trust ratio)
+        p = p - lr * (u * r)
+
+    Conventions, after optax (the reference implementation most used) rather than NVIDIA's
+    NVLAMB: eps is added outside the square root after the bias corrections, as in Adam; weight
+    decay enters the update before the trust ratio, so the ratio also scales the decay; the ratio
+    is neither clipped nor replaced by 1 beyond the zero-norm case. The norms are float64 sums in
+    the fixed order of :func:`sum_of_squares` (the kernels use the same), so the ratio does not
+    depend on threads. "Layer-wise" is per param array: pass one array per layer (a flat buffer
+    of the whole model gets one ratio). Defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
+    weight_decay=0, maximize=False. State starts at zero.
+    """
+    hp = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    s, dtype = _setup(_spec.LAMB, hp, step, grad_factor, param, compute_dtype)
+    with np.errstate(all="ignore"):
+        p, g = _gradient(s, _load(grad, dtype), _load(param, dtype), 0, clip_value=clip_value)
+        _store(exp_avg, s.one_minus_beta1 * g + s.beta1 * _load(exp_avg, dtype))
+        _store(exp_avg_sq, s.one_minus_beta2 * (g * g) + s.beta2 * _load(exp_avg_sq, dtype))
+        m, v = _load(exp_avg, dtype), _load(exp_avg_sq, dtype)  # as stored
+        u = (m / s.bias_correction1) / (np.sqrt(v / s.bias_correction2) + s.eps)
+        if weight_decay != 0:
+            u = u + s.weight_decay * p
+        param_norm = math.sqrt(sum_of_squares([p])[0])
+        update_norm = math.sqrt(sum_of_squares([u])[0])
+        ratio = 1.0 if param_norm == 0 or update_norm == 0 else param_norm / update_norm
+        _store(param, p - s.lr * (u * dtype.type(ratio)))

@@ -35,11 +35,13 @@ OPTIONS = {
     "asgd": dict(t0=(1e6, 2.0), weight_decay=(0.0, 0.05), maximize=(False, True)),  # t0=2: averages
     "rprop": dict(etas=((0.5, 1.2), (0.3, 1.5)), maximize=(False, True)),
     "lion": dict(weight_decay=(0.0, 0.05), maximize=(False, True)),
+    "lamb": dict(weight_decay=(0.0, 0.05), maximize=(False, True)),
 }
 
 # Learning rates large enough that every term of the update shows in float16.
 LR = {"sgd": 0.05, "adagrad": 0.05, "rmsprop": 0.01, "adam": 0.01, "adamw": 0.01, "adamax": 0.01,
-      "nadam": 0.01, "radam": 0.01, "adadelta": 1.0, "asgd": 0.05, "rprop": 0.01, "lion": 1e-3}
+      "nadam": 0.01, "radam": 0.01, "adadelta": 1.0, "asgd": 0.05, "rprop": 0.01, "lion": 1e-3,
+      "lamb": 0.01}
 
 
 @dataclass(frozen=True)

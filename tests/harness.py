@@ -84,6 +84,19 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
+# (backend, kernel) pairs not implemented yet: the tests skip them, saying why.
+PENDING = {("cuda", "lamb"): "LAMB has no CUDA kernel yet (its trust-ratio reduction is being "
+                             "written)"}
+
+
+def skip_if_pending(backend: str, kernel: str) -> None:
+    reason = PENDING.get((backend, kernel))
+    if reason:
+        import pytest  # noqa: PLC0415
+
+        pytest.skip(reason)
+
+
 def available_backends() -> list[str]:
     return [name for name in BACKENDS if name in pyoptim.available_backends()]
 
@@ -139,9 +152,11 @@ def run_parity(backend: Backend, case: Case, combo, n: int, steps: int = STEPS, 
     out (Backend.runs)."""
     if not backend.runs(n):
         return
+    skip_if_pending(backend.name, case.spec.kernel)
     param_dtype, grad_dtype, state_dtype = (DTYPES[d] for d in combo)
     rng = np.random.default_rng(seed(case.id, combo, n))
-    length = n if n <= backend.big // 2 else PATTERN
+    # a tiled pattern stands for the whole buffer only where elements are updated independently
+    length = n if n <= backend.big // 2 or not case.spec.elementwise else PATTERN
     tile = (lambda a: np.resize(a, n)) if length != n else (lambda a: a)
 
     param = _random(rng, length, param_dtype)

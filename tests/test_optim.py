@@ -18,7 +18,8 @@ needs_core = pytest.mark.skipif(not _cpu.available(), reason="the compiled exten
 CLASSES = {"sgd": pyoptim.SGD, "adagrad": pyoptim.Adagrad, "rmsprop": pyoptim.RMSprop,
            "adam": pyoptim.Adam, "adamw": pyoptim.AdamW, "adamax": pyoptim.Adamax,
            "nadam": pyoptim.NAdam, "radam": pyoptim.RAdam, "adadelta": pyoptim.Adadelta,
-           "asgd": pyoptim.ASGD, "rprop": pyoptim.Rprop, "lion": pyoptim.Lion}
+           "asgd": pyoptim.ASGD, "rprop": pyoptim.Rprop, "lion": pyoptim.Lion,
+           "lamb": pyoptim.Lamb}
 SHAPES = [(7, 5), (31,), (1,), (4, 3, 2)]  # two groups: the first two shapes, the last two
 STEPS = 8
 

@@ -11,7 +11,7 @@ import pytest
 import pyoptim
 from pyoptim import _memory
 from cases import CASES
-from harness import BACKENDS, assert_close
+from harness import BACKENDS, assert_close, skip_if_pending
 from test_optim import CLASSES, _class_kwargs, _grads, _groups, _params
 
 
@@ -25,6 +25,7 @@ def _cuda_backend():
                          ids=lambda c: c.id)
 def test_gpu_params_follow_the_host_trajectory(case):
     cuda = _cuda_backend()
+    skip_if_pending("cuda", case.spec.kernel)
     rng = np.random.default_rng(0)
     host = _params(rng, np.float32, shapes=[(7, 5), (31,), (1,), (300,)])
     device = [cuda.to_device(p) for p in host]

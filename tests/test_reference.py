@@ -273,3 +273,56 @@ def test_follows_torch_in_float32(case):
     np.testing.assert_allclose(p, tp, rtol=2e-6, atol=1e-5)
     for name in st:
         np.testing.assert_allclose(st[name], tst[name], rtol=2e-6, atol=1e-5, err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# LAMB (optax's lamb): hand-derived, in float64
+
+
+def _lamb_by_hand(p, grads, lr, betas, eps, wd):
+    """optax.lamb's chain written out: scale_by_adam, add_decayed_weights, scale_by_trust_ratio,
+    scale_by_learning_rate; norms with math.fsum (exactly rounded)."""
+    m = [0.0] * len(p)
+    v = [0.0] * len(p)
+    for t, g in enumerate(grads, 1):
+        m = [(1 - betas[0]) * gi + betas[0] * mi for gi, mi in zip(g, m)]
+        v = [(1 - betas[1]) * (gi * gi) + betas[1] * vi for gi, vi in zip(g, v)]
+        u = [(mi / (1 - betas[0] ** t)) / (math.sqrt(vi / (1 - betas[1] ** t)) + eps) + wd * pi
+             for mi, vi, pi in zip(m, v, p)]
+        param_norm = math.sqrt(math.fsum(x * x for x in p))
+        update_norm = math.sqrt(math.fsum(x * x for x in u))
+        ratio = 1.0 if param_norm == 0 or update_norm == 0 else param_norm / update_norm
+        p = [pi - lr * (ui * ratio) for pi, ui in zip(p, u)]
+    return p, m, v
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_lamb_is_optax_lamb_worked_by_hand(wd):
+    rng = np.random.default_rng(4)
+    p0 = rng.standard_normal(50)
+    grads = [rng.standard_normal(50) for _ in range(6)]
+    p, m, v = p0.copy(), np.zeros(50), np.zeros(50)
+    for t, g in enumerate(grads, 1):
+        reference.lamb(p, g, exp_avg=m, exp_avg_sq=v, step=t, lr=0.05, weight_decay=wd)
+    hand_p, hand_m, hand_v = _lamb_by_hand(list(p0), [list(g) for g in grads], 0.05,
+                                           (0.9, 0.999), 1e-6, wd)
+    np.testing.assert_allclose(p, hand_p, rtol=1e-13)
+    np.testing.assert_allclose(m, hand_m, rtol=1e-13)
+    np.testing.assert_allclose(v, hand_v, rtol=1e-13)
+
+
+def test_lamb_moves_every_array_by_lr_times_its_norm_ratio():
+    """With the trust ratio, ||p_new - p|| = lr * ||p|| for any gradient scale."""
+    for scale in (1e-3, 1.0, 1e3):
+        p = np.linspace(-2, 2, 101)
+        before = p.copy()
+        reference.lamb(p, scale * np.cos(np.arange(101.0)), exp_avg=np.zeros(101),
+                       exp_avg_sq=np.zeros(101), step=1, lr=0.01)
+        assert np.linalg.norm(p - before) == pytest.approx(0.01 * np.linalg.norm(before),
+                                                           rel=1e-12)
+
+
+def test_lamb_uses_a_ratio_of_one_for_a_zero_param():
+    p = np.zeros(10)
+    reference.lamb(p, np.ones(10), exp_avg=np.zeros(10), exp_avg_sq=np.zeros(10), step=1, lr=0.1)
+    np.testing.assert_allclose(p, -0.1 / (1 + 1e-6), rtol=1e-15)

@@ -1,0 +1,383 @@
+"""The contestants of a cell: pyoptim, its peers, and the roofline.
+
+Every contestant owns its arrays, made from the cell's float32 master data in its own storage
+dtypes (torch keeps its state in the param's dtype; pyoptim keeps float32 state for 16-bit
+params), starts from zero state, and advances one optimizer step per ``step()`` call. ``buffers()``
+returns host views (or copies, from a GPU) of its param and state arrays for the validation.
+
+A peer that cannot run a cell here (not installed, no such implementation, no such dtype) raises
+Unavailable with the reason, which the report keeps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _cpu, _spec, functional, reference
+from ._cells import Cell, DTypes, array_like, bytes_per_element, full, numpy_dtype
+
+PEERS = ("numpy", "torch-forloop", "torch-foreach", "torch-fused", "deepspeed")
+PYOPTIM = "pyoptim"
+ROOFLINE = "roofline"
+
+
+class Unavailable(Exception):
+    """This contestant cannot run this cell here; the message says why."""
+
+
+@dataclass
+class Buffers:
+    """Host views of a contestant's params, state buffers and grads, one array per param."""
+
+    params: list
+    states: dict  # state name -> list of arrays
+    grads: list  # only read by a step: the validation checks that they did not change
+
+
+class Contestant:
+    name: str
+    role: str  # "pyoptim", "peer" or "roofline"
+    dtypes: DTypes  # the storage it runs in
+    compute_dtype: str | None = None  # what it computes in, if not the reference's default
+    bytes_per_element: int
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Waits until the work of the steps so far is done (a GPU runs asynchronously)."""
+
+    def buffers(self) -> Buffers:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drops the arrays."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays: host NumPy, or torch tensors on a GPU
+
+
+def _host_arrays(master: list, dtype: str) -> list:
+    return [array_like(m, numpy_dtype(dtype)) for m in master]
+
+
+def _host_states(master: list, cell: Cell) -> dict:
+    """The state buffers of every param array, filled as torch.optim fills them."""
+    dtype = numpy_dtype(cell.dtypes.state)
+    return {name: [full(m.size, cell.variant.initial_value(name), dtype) for m in master]
+            for name in cell.variant.states}
+
+
+def _functional_calls(params: list, grads: list, states: dict, variant, **extra) -> list:
+    """(param, grad, keyword arguments but the step) of each array's functional call, with its
+    own host states."""
+    return [(params[i], grads[i], {**{name: arrays[i] for name, arrays in states.items()},
+                                    **variant.initial_host(), **extra, **variant.options})
+            for i in range(len(params))]
+
+
+def import_torch():
+    try:
+        return importlib.import_module("torch")
+    except ImportError:
+        raise Unavailable("torch is not installed") from None
+
+
+def _torch_dtype(torch, name: str):
+    return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+            "bfloat16": torch.bfloat16}[name]
+
+
+def _to_torch(torch, array: np.ndarray, device: str):
+    if array.dtype == numpy_dtype("bfloat16"):
+        tensor = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    else:
+        tensor = torch.from_numpy(array)
+    return tensor.to(device) if device != "cpu" else tensor
+
+
+def _to_numpy(torch, tensor) -> np.ndarray:
+    """A host view of a CPU tensor (a copy of a GPU one)."""
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(numpy_dtype("bfloat16"))
+    return tensor.numpy()
+
+
+def cuda_torch():
+    """torch, when it can run on a GPU here; else Unavailable."""
+    torch = import_torch()
+    if not torch.cuda.is_available():
+        raise Unavailable("no CUDA GPU is visible to torch")
+    return torch
+
+
+# ---------------------------------------------------------------------------------------------
+# pyoptim
+
+
+def many_array_step(opt: _spec.Optimizer, hp: dict, step: int, params: list, grads: list,
+                    states: dict) -> None:
+    """One step over lists of host arrays in one call into C++ (one parallel region over the
+    segment table of all arrays). The only place the benchmark calls pyoptim._cpu.step: the
+    optimizer classes' step takes its place once they exist (issue 4)."""
+    _cpu.step(opt, opt.flag_mask(hp, step), params, grads, states, opt.scalars(hp, step))
+
+
+class Pyoptim(Contestant):
+    """pyoptim as users call it: pyoptim.functional on a flat buffer; a many-array step over a
+    list of arrays. backend: "cpu" (NumPy arrays, C++), "numpy" (the reference through
+    pyoptim.functional) or "cuda" (torch CUDA tensors)."""
+
+    role = PYOPTIM
+
+    def __init__(self, cell: Cell, master: tuple, backend: str):
+        self.name = PYOPTIM
+        self.dtypes = cell.dtypes
+        self.bytes_per_element = cell.bytes_per_element
+        self.variant = cell.variant
+        self.backend = backend
+        self.fn = getattr(functional, cell.variant.optimizer)
+        self.hp = cell.variant.hyperparameters
+        self.t = 0
+        params, grads = master
+        p = _host_arrays(params, self.dtypes.param)
+        g = _host_arrays(grads, self.dtypes.grad)
+        s = _host_states(params, cell)
+        if backend == "cuda":
+            torch = cuda_torch()
+            self._torch = torch
+            p = [_to_torch(torch, a, "cuda") for a in p]
+            g = [_to_torch(torch, a, "cuda") for a in g]
+            s = {name: [_to_torch(torch, a, "cuda") for a in arrays] for name, arrays in s.items()}
+        self.params, self.grads, self.states = p, g, s
+        # many arrays in one call; optimizers with host states step array by array
+        self._many = backend == "cpu" and len(p) > 1 and not cell.variant.host_states
+        self._calls = _functional_calls(p, g, s, cell.variant, backend=backend)
+
+    def step(self) -> None:
+        self.t += 1
+        if self._many:
+            many_array_step(self.variant.spec, self.hp, self.t, self.params, self.grads,
+                            self.states)
+            return
+        for p, g, kwargs in self._calls:
+            self.fn(p, g, step=self.t, **kwargs)
+
+    def sync(self) -> None:
+        if self.backend == "cuda":
+            self._torch.cuda.synchronize()
+
+    def buffers(self) -> Buffers:
+        if self.backend != "cuda":
+            return Buffers(self.params, self.states, self.grads)
+        convert = lambda arrays: [_to_numpy(self._torch, a) for a in arrays]  # noqa: E731
+        return Buffers(convert(self.params),
+                       {name: convert(arrays) for name, arrays in self.states.items()},
+                       convert(self.grads))
+
+    def close(self) -> None:
+        self.params = self.grads = self.states = self._calls = None
+
+
+# ---------------------------------------------------------------------------------------------
+# peers
+
+
+class NumpyReference(Contestant):
+    """pyoptim.reference called directly: the NumPy reference (a NumPy-only user's best)."""
+
+    role = "peer"
+
+    def __init__(self, cell: Cell, master: tuple, backend: str):
+        if backend == "cuda":
+            raise Unavailable("the NumPy reference runs on the host")
+        self.name = "numpy"
+        self.dtypes = cell.dtypes
+        self.bytes_per_element = cell.bytes_per_element
+        self.fn = getattr(reference, cell.variant.optimizer)
+        self.t = 0
+        params, grads = master
+        self.params = _host_arrays(params, self.dtypes.param)
+        self.grads = _host_arrays(grads, self.dtypes.grad)
+        self.states = _host_states(params, cell)
+        self._calls = _functional_calls(self.params, self.grads, self.states, cell.variant)
+
+    def step(self) -> None:
+        self.t += 1
+        for p, g, kwargs in self._calls:
+            self.fn(p, g, step=self.t, **kwargs)
+
+    def buffers(self) -> Buffers:
+        return Buffers(self.params, self.states, self.grads)
+
+    def close(self) -> None:
+        self.params = self.grads = self.states = self._calls = None
+
+
+_TORCH_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+                  "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam",
+                  "adadelta": "Adadelta", "asgd": "ASGD", "rprop": "Rprop"}
+_TORCH_IMPLEMENTATIONS = {
+    "torch-forloop": dict(foreach=False),
+    "torch-foreach": dict(foreach=True),
+    "torch-fused": dict(fused=True),
+}
+
+
+class _TorchOptimizer(Contestant):
+    """A torch.optim-style optimizer over torch tensors whose .grad is set: step() is its step."""
+
+    role = "peer"
+
+    def _tensors(self, master: tuple, device: str) -> None:
+        params, grads = master
+        torch = self._torch
+        self.params = [_to_torch(torch, a, device)
+                       for a in _host_arrays(params, self.dtypes.param)]
+        for p, g in zip(self.params, _host_arrays(grads, self.dtypes.grad)):
+            p.grad = _to_torch(torch, g, device)
+
+    def step(self) -> None:
+        self.opt.step()
+
+    def sync(self) -> None:
+        if self.params[0].device.type == "cuda":
+            self._torch.cuda.synchronize()
+
+    def buffers(self) -> Buffers:
+        convert = lambda t: _to_numpy(self._torch, t)  # noqa: E731
+        return Buffers([convert(p) for p in self.params],
+                       {name: [convert(self.opt.state[p][name]) for p in self.params]
+                        for name in self.state_names},
+                       [convert(p.grad) for p in self.params])
+
+    def close(self) -> None:
+        self.params = self.opt = None
+
+
+class Torch(_TorchOptimizer):
+    """torch.optim on tensors of the param's dtype (torch keeps its state in that dtype too):
+    the for-loop, foreach or fused implementation. For 16-bit params the for-loop and foreach
+    implementations compute in 16 bits (every operation rounds to the param's dtype), the fused
+    one in float32, as pyoptim."""
+
+    def __init__(self, cell: Cell, master: tuple, backend: str, name: str):
+        self._torch = torch = cuda_torch() if backend == "cuda" else import_torch()
+        self.name = name
+        if cell.variant.optimizer not in _TORCH_CLASSES:
+            raise Unavailable(f"torch.optim has no {cell.variant.description}")
+        param = cell.dtypes.param
+        self.dtypes = DTypes(param, param, param)
+        if name != "torch-fused" and numpy_dtype(param).itemsize == 2:
+            self.compute_dtype = param
+        self.bytes_per_element = bytes_per_element(cell.variant, self.dtypes)
+        self.state_names = cell.variant.states
+        self._tensors(master, "cuda" if backend == "cuda" else "cpu")
+        cls = getattr(torch.optim, _TORCH_CLASSES[cell.variant.optimizer])
+        try:
+            self.opt = cls(self.params, **cell.variant.options, **_TORCH_IMPLEMENTATIONS[name])
+        except (TypeError, RuntimeError, ValueError) as e:
+            raise Unavailable(f"torch {torch.__version__}: {e}") from None
+
+
+class DeepSpeed(_TorchOptimizer):
+    """DeepSpeedCPUAdam (its SIMD CPU kernel), float32 state, for Adam and AdamW."""
+
+    def __init__(self, cell: Cell, master: tuple, backend: str):
+        variant = cell.variant
+        if backend != "cpu":
+            raise Unavailable("DeepSpeedCPUAdam runs on the CPU")
+        if variant.optimizer not in ("adam", "adamw") or variant.hyperparameters["amsgrad"]:
+            raise Unavailable("DeepSpeedCPUAdam runs Adam and AdamW without amsgrad")
+        if cell.dtypes.param == "float64" or cell.dtypes.grad != cell.dtypes.param:
+            raise Unavailable("DeepSpeedCPUAdam takes fp32/fp16/bf16 params with grads alike")
+        self._torch = import_torch()
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # no search for a GPU, no warning
+        try:
+            from deepspeed.ops.adam import DeepSpeedCPUAdam  # noqa: PLC0415
+        except Exception as e:  # ImportError, or a failed build of its C++ op
+            raise Unavailable(f"deepspeed is not usable: {str(e).splitlines()[0][:120]}") from None
+        self.name = "deepspeed"
+        fp32_state = cell.dtypes.state == "float32"
+        self.dtypes = DTypes(cell.dtypes.param, cell.dtypes.param,
+                             "float32" if fp32_state else cell.dtypes.param)
+        self.bytes_per_element = bytes_per_element(variant, self.dtypes)
+        self.state_names = variant.states
+        self._tensors(master, "cpu")
+        hp = variant.hyperparameters
+        try:
+            self.opt = DeepSpeedCPUAdam(
+                self.params, lr=hp["lr"], betas=hp["betas"], eps=hp["eps"],
+                weight_decay=hp["weight_decay"], adamw_mode=variant.optimizer == "adamw",
+                fp32_optimizer_states=fp32_state)
+        except Exception as e:  # its JIT build of the C++ op can fail in many ways
+            raise Unavailable(f"DeepSpeedCPUAdam: {str(e).splitlines()[0][:120]}") from None
+
+
+def make_peer(name: str, cell: Cell, master: tuple, backend: str) -> Contestant:
+    if name == "numpy":
+        return NumpyReference(cell, master, backend)
+    if name in _TORCH_IMPLEMENTATIONS:
+        return Torch(cell, master, backend, name)
+    if name == "deepspeed":
+        return DeepSpeed(cell, master, backend)
+    raise ValueError(f"unknown peer {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the roofline
+
+
+class Roofline(Contestant):
+    """The memory-bandwidth roofline of a cell, measured in the same run: a STREAM-like pass that
+    moves the bytes pyoptim's step moves (pyoptim._core.StreamPass on the host; on a GPU, a
+    device-to-device copy of as many bytes, read plus written). Many arrays are one flat buffer
+    of the same total: the bound does not depend on how the elements are split."""
+
+    role = ROOFLINE
+
+    def __init__(self, cell: Cell, backend: str):
+        self.name = ROOFLINE
+        self.dtypes = cell.dtypes
+        self.bytes_per_element = cell.bytes_per_element
+        n = cell.shape.elements
+        self._torch = None
+        if backend == "cuda":
+            torch = cuda_torch()
+            self._torch = torch
+            half = self.bytes_per_element * n // 2
+            self._src = torch.ones(half, dtype=torch.uint8, device="cuda")
+            self._dst = torch.zeros(half, dtype=torch.uint8, device="cuda")
+            return
+        core = _cpu.core()
+        # ones stay ones (each element becomes the mean of ones): no subnormal slows a pass
+        arrays = [full(n, 1, numpy_dtype(d)) for d in
+                  (self.dtypes.param, self.dtypes.grad)
+                  + (self.dtypes.state,) * len(cell.variant.states)]
+        self._pass = core.StreamPass(arrays[0], arrays[1], arrays[2:])
+        if self._pass.bytes_per_element != self.bytes_per_element:
+            raise AssertionError(
+                f"roofline moves {self._pass.bytes_per_element} B/element, the step "
+                f"{self.bytes_per_element}"
+            )
+
+    def step(self) -> None:
+        if self._torch is not None:
+            self._dst.copy_(self._src)
+        else:
+            self._pass.run()
+
+    def sync(self) -> None:
+        if self._torch is not None:
+            self._torch.cuda.synchronize()
+
+    def close(self) -> None:
+        self._pass = self._src = self._dst = None

@@ -1,0 +1,197 @@
+"""The run loop of `pyoptim bench`: cells in turn, a progress line, files written as it goes."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from pathlib import Path
+
+from .. import _cpu
+from . import BenchError, SETTINGS, _cells, _report
+from ._cells import Cell, master_data
+from ._contestants import PYOPTIM, ROOFLINE, Pyoptim, Roofline, Unavailable, cuda_torch, make_peer
+from ._runner import summarize, time_round_robin, validate
+
+
+class Progress:
+    """One status line on stderr: rewritten in place on a terminal, a line per cell otherwise."""
+
+    def __init__(self, total: int, stream=None):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.prefix = ""
+        self.start = time.monotonic()
+
+    def cell(self, index: int, cell: Cell) -> None:
+        elapsed = time.monotonic() - self.start
+        self.prefix = f"[{index + 1}/{self.total} {elapsed:4.0f}s] {cell.label}"
+        if not self.tty:
+            print(self.prefix, file=self.stream, flush=True)
+        else:
+            self.phase("setting up")
+
+    def phase(self, text: str) -> None:
+        if self.tty:
+            self.stream.write(f"\r\033[K{self.prefix}: {text}")
+            self.stream.flush()
+
+    def clear(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _set_threads(n: int) -> None:
+    _cpu.core().set_num_threads(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+def _dtypes_dict(contestant) -> dict:
+    d = contestant.dtypes
+    return dict(param=d.param, grad=d.grad, state=d.state)
+
+
+def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
+             unavailable: dict) -> dict:
+    """Validates, times and summarizes one cell; returns its record for bench.json."""
+    rounds, warmup, validate_steps, sample_time = settings
+    record = dict(
+        label=cell.label, variant=cell.variant.name, optimizer=cell.variant.optimizer,
+        options=dict(cell.variant.options), hyperparameters=cell.variant.hyperparameters,
+        dtypes=dict(param=cell.dtypes.param, grad=cell.dtypes.grad, state=cell.dtypes.state),
+        dtypes_label=cell.dtypes.label,
+        shape=dict(count=cell.shape.count, size=cell.shape.size, label=cell.shape.label),
+        elements=cell.shape.elements, threads=cell.threads, backend=args.backend,
+        bytes_per_element=cell.bytes_per_element, state_buffers=list(cell.variant.states),
+        contestants=[],
+    )
+    master = master_data(cell.shape, args.seed)
+    contestants = []
+    try:
+        contestants.append(Pyoptim(cell, master, args.backend))
+        for name in peers:
+            if name == "numpy" and args.backend == "numpy":
+                continue  # pyoptim is the reference there
+            try:
+                contestants.append(make_peer(name, cell, master, args.backend))
+            except Unavailable as e:
+                unavailable.setdefault((name, str(e)), []).append(cell.label)
+                record["contestants"].append(dict(name=name, role="peer", available=False,
+                                                  reason=str(e)))
+        _set_threads(cell.threads)
+        progress.phase(f"validating {len(contestants)} contestants")
+        checks = validate(cell, master, contestants, validate_steps)
+        del master
+        valid = [c for c in contestants if checks[c.name].ok]
+        for c in contestants:
+            if not checks[c.name].ok:
+                c.close()
+        timed = valid + [Roofline(cell, args.backend)] if valid else []
+        timings = time_round_robin(timed, cell.shape.elements, rounds, warmup, sample_time,
+                                   progress) if timed else {}
+        figures = summarize(cell, timed, timings)
+        for c in contestants + [t for t in timed if t.name == ROOFLINE]:
+            entry = dict(name=c.name, role=c.role, available=True, dtypes=_dtypes_dict(c),
+                         dtypes_label=c.dtypes.label, compute_dtype=c.compute_dtype,
+                         bytes_per_element=c.bytes_per_element)
+            if c.name in checks:
+                entry["validation"] = checks[c.name].as_dict()
+            if c.name in figures:
+                entry["timing"] = figures[c.name]
+            record["contestants"].append(entry)
+        peers = [e for e in record["contestants"]
+                 if e["role"] == "peer" and e.get("timing")]
+        if peers and PYOPTIM in figures:
+            best = min(peers, key=lambda e: e["timing"]["median_s"])
+            record["best_peer"] = best["name"]
+            record["speedup_vs_best_peer"] = best["timing"]["pyoptim_speedup"]
+    finally:
+        for c in contestants:
+            c.close()
+        contestants.clear()
+        gc.collect()
+    return record
+
+
+def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
+    settings = list(SETTINGS["quick" if args.quick else "full"])
+    for i, value in enumerate((args.repeat, args.warmup, args.validate_steps, args.sample_time)):
+        if value is not None:
+            settings[i] = value
+    if args.backend == "cuda":
+        try:
+            cuda_torch()
+        except Unavailable as e:
+            raise BenchError(f"--backend cuda needs torch with CUDA and a GPU: {e}") from None
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"cannot create the output folder {out}: {e}") from None
+
+    _cells.ALIGNMENT = 0 if args.numpy_alignment else 64
+    machine = _report.describe_machine()
+    config = dict(
+        alignment_bytes=_cells.ALIGNMENT or "numpy",
+        command=command, backend=args.backend, peers=list(args.peers),
+        rounds=settings[0], warmup=settings[1], validate_steps=settings[2],
+        sample_time_s=settings[3], seed=args.seed, quick=args.quick,
+        cells=[dict(cell=cell.label, peers=list(peers)) for cell, peers in plan],
+    )
+    print(f"pyoptim bench: {len(plan)} cells, backend {args.backend}, {machine['cpu']}, "
+          f"{machine['usable_cores']} cores, SIMD {machine['simd_target']}")
+    print("speed of pyoptim per step (median over rounds, ± half the interquartile range); "
+          "% roof: of a STREAM-like pass moving the same bytes; speedup: over the fastest peer "
+          "that passed validation, median of per-round ratios\n")
+    widths = None
+    progress = Progress(len(plan))
+    results: list[dict] = []
+    unavailable: dict = {}
+    failed = []
+    threads_before = _cpu.core().get_num_threads()
+    try:
+        for index, (cell, peers) in enumerate(plan):
+            progress.cell(index, cell)
+            record = run_cell(cell, peers, args, settings, progress, unavailable)
+            results.append(record)
+            progress.clear()
+            row = _report.headline_row(record)
+            if widths is None:  # fixed widths, so that rows line up as they arrive
+                widths = [max(len(h), w) for h, w in zip(_report.HEADLINE_COLUMNS,
+                                                         _report.HEADLINE_WIDTHS)]
+                print("  ".join(h.ljust(w) for h, w in zip(_report.HEADLINE_COLUMNS, widths)))
+            print("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip(), flush=True)
+            for entry in record["contestants"]:
+                check = entry.get("validation")
+                if check and not check["ok"]:
+                    failed.append((record["label"], entry["name"], check["message"]))
+                    print(f"  ! {entry['name']} FAILED validation, not timed: {check['message']}")
+            _report.write_json(out / "bench.json", machine, config, results)
+    finally:
+        progress.clear()
+        _cpu.core().set_num_threads(threads_before)
+
+    _report.write_markdown(out / "results.md", machine, config, results)
+    written = [out / "bench.json", out / "results.md"]
+    if not args.no_plots:
+        try:
+            written += _report.write_plots(out, results)
+        except ImportError:
+            print("(no plots: matplotlib is not installed; pip install 'pyoptim[bench]')")
+    if unavailable:
+        print("\nPeers not run:")
+        for (name, reason), where in unavailable.items():
+            print(f"  {name}: {reason} ({len(where)} cell{'s' if len(where) > 1 else ''})")
+    targets = _report.evaluate_targets(results)
+    if targets:
+        print("\nTargets:\n" + _report.format_targets(targets))
+    if failed:
+        print(f"\n{len(failed)} contestant(s) FAILED validation:")
+        for label, name, message in failed:
+            print(f"  {label}: {name}: {message}")
+    print("\nWrote " + ", ".join(str(p) for p in written))
+    return 1 if any(name == PYOPTIM for _, name, _ in failed) else 0

@@ -1,0 +1,367 @@
+"""`pyoptim bench`: runs end to end, validates before timing, counts bytes right, refuses bad
+options. No timing is asserted (speed is measured by the benchmark, not tested)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import pyoptim
+from pyoptim import _cpu, bench, cli
+from pyoptim.bench import _cells, _contestants, _main, _report
+from pyoptim.bench._cells import VARIANTS, Cell, DTypes, Shape, bytes_per_element, master_data
+from pyoptim.bench._runner import validate
+
+needs_core = pytest.mark.skipif(not _cpu.available(), reason="the C++ extension is not built")
+TINY = ["--repeat", "2", "--warmup", "1", "--validate-steps", "2", "--sample-time", "0.0002"]
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _load(out) -> dict:
+    return json.loads((out / "bench.json").read_text())
+
+
+def _entry(cell: dict, name: str) -> dict:
+    (entry,) = [c for c in cell["contestants"] if c["name"] == name]
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------
+# bytes per element, from the optimizer's state buffers and the dtypes
+
+
+@pytest.mark.parametrize("variant, dtypes, expected", [
+    ("adam", "fp32", 28),            # read p g m v, write p m v: 7 x 4
+    ("adamw", "fp32", 28),
+    ("amsgrad", "fp32", 36),         # + max_exp_avg_sq read and written
+    ("sgd", "fp32", 12),             # no momentum: read p g, write p
+    ("momentum", "fp32", 20),
+    ("adagrad", "fp64", 40),
+    ("rmsprop", "fp32", 20),
+    ("rmsprop-centered", "fp64", 72),  # square_avg, momentum_buffer, grad_avg: 3 x 8 + 6 x 8
+    ("adam", "bf16", 22),            # bf16 p (2 + 2), bf16 g (2), fp32 m v (16)
+    ("adam", "bf16/bf16/bf16", 14),  # what torch's bf16 Adam moves
+    ("adam", "fp16/fp32/fp16", 16),
+    ("adam", "fp64/fp32/fp32", 36),
+    ("nadam", "fp32", 28),           # mu_product is one value per array: no bytes per element
+    ("asgd", "fp32", 20),            # ax; eta and mu are host scalars
+    ("rprop", "fp32", 28),           # prev, step_size
+    ("lion", "bf16", 14),
+])
+def test_bytes_per_element(variant, dtypes, expected):
+    assert bytes_per_element(VARIANTS[variant], DTypes.parse(dtypes)) == expected
+
+
+@needs_core
+@pytest.mark.parametrize("dtypes", ["fp32", "fp64", "bf16", "fp16/fp32/fp16", "fp64/fp32/fp32"])
+@pytest.mark.parametrize("states", [0, 1, 2, 3])
+def test_stream_pass_moves_and_writes_what_it_says(dtypes, states):
+    """The roofline pass counts the same bytes as the step and really reads and writes every
+    buffer: every element written becomes the mean of the element's inputs."""
+    d = DTypes.parse(dtypes)
+    n = 4099
+    types = [d.param, d.grad] + [d.state] * states
+    values = [1.0, 3.0, 5.0, 7.0, 9.0][: len(types)]
+    arrays = [np.full(n, v, np.dtype(ml_dtypes.bfloat16) if t == "bfloat16" else t)
+              for v, t in zip(values, types)]
+    stream = _cpu.core().StreamPass(arrays[0], arrays[1], arrays[2:])
+    size = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+    assert stream.bytes_per_element == 2 * size[d.param] + size[d.grad] + 2 * states * size[d.state]
+    stream.run()
+    mean = sum(values) / len(values)
+    for k, a in enumerate(arrays):
+        expected = values[1] if k == 1 else mean  # the grad is only read
+        np.testing.assert_array_equal(a.astype(np.float64), np.full(n, expected))
+
+
+@needs_core
+def test_stream_pass_refuses_bad_buffers():
+    core = _cpu.core()
+    a = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match="share memory"):
+        core.StreamPass(a, a, [])
+    read_only = np.zeros(10, np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        core.StreamPass(read_only, np.zeros(10, np.float32), [])
+    with pytest.raises(ValueError, match="size"):
+        core.StreamPass(a, np.zeros(11, np.float32), [])
+    with pytest.raises(TypeError, match="dtype"):
+        core.StreamPass(a, np.zeros(10, np.int32), [])
+    with pytest.raises(TypeError, match="combination"):
+        core.StreamPass(a, np.zeros(10, np.float64), [])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        core.StreamPass(np.zeros(20, np.float32)[::2], np.zeros(10, np.float32), [])
+
+
+# ---------------------------------------------------------------------------------------------
+# validation before timing
+
+
+class _Broken(_contestants.NumpyReference):
+    """The NumPy reference with a bug: from the second step on, the gradient's sign flipped."""
+
+    def step(self):
+        super().step()
+        if self.t == 1:  # from now on, ascending
+            self._calls = [(p, g, dict(kwargs, maximize=True)) for p, g, kwargs in self._calls]
+
+
+@needs_core
+@pytest.mark.parametrize("variant, dtypes, shape", [
+    ("adam", "fp32", "4099"), ("momentum", "bf16", "3x1000"), ("rmsprop", "fp64", "1000"),
+    ("nadam", "fp32", "3x1000"), ("rprop", "bf16", "4099"), ("asgd", "fp64", "1000"),
+])
+def test_validation_passes_pyoptim_exactly_and_fails_a_broken_contestant(variant, dtypes, shape):
+    cell = Cell(VARIANTS[variant], DTypes.parse(dtypes), Shape.parse(shape), 1)
+    master = master_data(cell.shape, seed=1)
+    good = _contestants.Pyoptim(cell, master, "cpu")
+    broken = _Broken(cell, master, "cpu")
+    broken.name = "broken"
+    checks = validate(cell, master, [good, broken], steps=3)
+    assert checks["pyoptim"].ok and checks["pyoptim"].exact
+    assert not checks["broken"].ok
+    assert "tolerance" in checks["broken"].message
+
+
+@needs_core
+def test_a_broken_peer_is_reported_failing_and_not_timed(tmp_path, monkeypatch, capsys):
+    real = _main.make_peer
+
+    def make_peer(name, cell, master, backend):
+        return _Broken(cell, master, backend) if name == "numpy" else real(name, cell, master,
+                                                                           backend)
+
+    monkeypatch.setattr(_main, "make_peer", make_peer)
+    status = bench.main(["--optimizers", "adam", "--sizes", "1000", "--threads", "1",
+                         "--peers", "numpy", "--no-plots", "--out", str(tmp_path), *TINY])
+    assert status == 0  # a failing peer is reported; pyoptim itself passed
+    out = capsys.readouterr().out
+    assert "numpy FAILED validation" in out
+    (cell,) = _load(tmp_path)["cells"]
+    peer = _entry(cell, "numpy")
+    assert peer["validation"]["ok"] is False
+    assert "timing" not in peer
+    assert "timing" in _entry(cell, "pyoptim")
+    assert "best_peer" not in cell
+
+
+@needs_core
+def test_a_contestant_that_raises_is_reported_failing(tmp_path, monkeypatch):
+    class Raising(_contestants.NumpyReference):
+        def step(self):
+            raise RuntimeError("no kernel for this")
+
+    monkeypatch.setattr(_main, "make_peer", lambda name, cell, master, backend:
+                        Raising(cell, master, backend))
+    status = bench.main(["--optimizers", "adamw", "--sizes", "100", "--threads", "1",
+                         "--peers", "numpy", "--no-plots", "--out", str(tmp_path), *TINY])
+    assert status == 0
+    peer = _entry(_load(tmp_path)["cells"][0], "numpy")
+    assert not peer["validation"]["ok"] and "timing" not in peer
+    assert peer["validation"]["message"] == "raised RuntimeError: no kernel for this"
+
+
+@needs_core
+def test_a_broken_pyoptim_fails_the_run(tmp_path, monkeypatch, capsys):
+    real_step = _contestants.Pyoptim.step
+
+    def step(self):
+        real_step(self)
+        self.params[0][::97] += 1  # a wrong element here and there
+
+    monkeypatch.setattr(_contestants.Pyoptim, "step", step)
+    status = bench.main(["--optimizers", "sgd", "--sizes", "4099", "--threads", "1",
+                         "--peers", "none", "--no-plots", "--out", str(tmp_path), *TINY])
+    assert status == 1
+    assert "FAILED" in capsys.readouterr().out
+    (cell,) = _load(tmp_path)["cells"]
+    mine = _entry(cell, "pyoptim")
+    assert mine["validation"]["ok"] is False and "timing" not in mine
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+
+
+@needs_core
+def test_runs_end_to_end_and_writes_json_and_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    peers = "numpy,torch-fused" if _has("torch") else "numpy"
+    status = cli.main(["bench", "--optimizers", "adam,momentum", "--dtypes", "fp32,bf16",
+                       "--sizes", "1000,3x257", "--threads", "1,2", "--peers", peers,
+                       "--out", str(tmp_path), *TINY])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "adam" in out and "momentum" in out and "Wrote" in out
+
+    data = _load(tmp_path)
+    machine = data["machine"]
+    assert machine["simd_target"] == _cpu.core().simd_target()
+    for key in ("cpu", "logical_cores", "python", "numpy", "pyoptim"):
+        assert machine[key]
+    assert data["config"]["command"].startswith("pyoptim bench")
+    cells = data["cells"]
+    assert len(cells) == 2 * 2 * 2 * 2
+    assert {c["threads"] for c in cells} == {1, 2}
+    for cell in cells:
+        mine = _entry(cell, "pyoptim")
+        assert mine["validation"]["exact"]
+        roof = _entry(cell, "roofline")
+        assert roof["bytes_per_element"] == cell["bytes_per_element"]
+        for entry in (mine, roof):
+            t = entry["timing"]
+            assert len(t["samples_s"]) == 2 and t["median_s"] > 0
+            assert t["gb_per_s"] == pytest.approx(
+                entry["bytes_per_element"] * cell["elements"] / t["median_s"] / 1e9)
+        assert mine["timing"]["roofline_fraction"] > 0
+        numpy_peer = _entry(cell, "numpy")
+        assert numpy_peer["validation"]["ok"] and numpy_peer["timing"]["pyoptim_speedup"] > 0
+        assert cell["best_peer"] in ("numpy", "torch-fused")
+    if _has("torch"):
+        bf16 = [c for c in cells if c["dtypes_label"] == "bf16"][0]
+        torch_entry = _entry(bf16, "torch-fused")
+        assert torch_entry["dtypes"]["state"] == "bfloat16"  # torch keeps state in the param's
+        assert torch_entry["bytes_per_element"] == 14
+
+    import matplotlib.image  # noqa: PLC0415
+
+    for name in ("throughput.png", "peers.png"):
+        path = tmp_path / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] > 100 and image.shape[1] > 100
+    assert "| adam | fp32 | 1000 |" in (tmp_path / "results.md").read_text()
+
+
+@needs_core
+def test_python_dash_m_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pyoptim.bench", "--optimizers", "sgd", "--sizes", "100",
+         "--threads", "1", "--peers", "none", "--no-plots", "--out", str(tmp_path), *TINY],
+        capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path)  # not the repository root, whose pyoptim/ has no compiled _core
+    assert result.returncode == 0, result.stderr
+    (cell,) = _load(tmp_path)["cells"]
+    assert cell["label"] == "sgd fp32 100 1t"
+    assert _load(tmp_path)["config"]["command"].startswith("python -m pyoptim.bench")
+
+
+@needs_core
+def test_numpy_backend_runs_the_reference(tmp_path):
+    status = bench.main(["--backend", "numpy", "--optimizers", "adagrad", "--sizes", "500",
+                         "--threads", "1", "--peers", "none", "--no-plots",
+                         "--out", str(tmp_path), *TINY])
+    assert status == 0
+    (cell,) = _load(tmp_path)["cells"]
+    assert cell["backend"] == "numpy" and _entry(cell, "pyoptim")["validation"]["exact"]
+
+
+def test_quick_plan_covers_the_targets():
+    parser = _parser()
+    args = parser.parse_args(["--quick"])
+    labels = [cell.label for cell, _ in bench.plan(args)]
+    for label in ("adam fp32 2^20 1t", "adam fp32 2^24 1t", "adam bf16 2^22 1t",
+                  "adam fp32 2000x1000 1t"):
+        assert label in labels
+    assert {label.split()[0] for label in labels} >= set(bench.CORE_VARIANTS)
+
+
+def test_targets_are_evaluated_from_the_cells():
+    def cell(label_size, fraction, speedup):
+        return dict(label=f"adam fp32 {label_size} 1t", variant="adam", dtypes_label="fp32",
+                    shape=dict(label=label_size, count=1), threads=1, contestants=[
+                        dict(name="pyoptim", timing=dict(roofline_fraction=fraction)),
+                        dict(name="torch-fused", timing=dict(pyoptim_speedup=speedup))])
+
+    targets = _report.evaluate_targets([cell("2^24", 0.97, 0.9), cell("2^20", 0.5, 1.6)])
+    met = {(t["target"], t["cell"]): t["met"] for t in targets}
+    assert met[("Adam fp32 >= 95% of the roofline", "adam fp32 2^24 1t")] is True
+    assert met[("Adam fp32 no slower than torch fused - 5%", "adam fp32 2^24 1t")] is False
+    assert met[("Adam fp32 at 2^20 >= 1.5x torch fused", "adam fp32 2^20 1t")] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# bad options: a clear message and a non-zero exit
+
+
+def _parser():
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="pyoptim bench")
+    bench.add_arguments(parser)
+    return parser
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizers", "adamx"], "unknown optimizer(s) 'adamx'"),
+    (["--sizes", "2^x"], "bad size '2^x'"),
+    (["--sizes", "0"], "at least 1"),
+    (["--dtypes", "int8"], "bad dtype combination 'int8'"),
+    (["--dtypes", "fp32/fp16"], "unsupported dtype combination"),
+    (["--threads", "0"], "bad thread counts '0'"),
+    (["--peers", "jax"], "unknown peer(s) 'jax'"),
+    (["--repeat", "0"], "expected an integer >= 1"),
+    (["--backend", "tpu"], "invalid choice: 'tpu'"),
+    (["--sample-time", "-1"], "seconds > 0"),
+])
+def test_bad_options_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_command_is_an_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2
+    assert "bench" in capsys.readouterr().err
+
+
+@needs_core
+def test_cuda_backend_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    status = bench.main(["--backend", "cuda", "--sizes", "100", "--out", str(tmp_path)])
+    assert status == 2
+    assert "--backend cuda needs torch with CUDA and a GPU" in capsys.readouterr().err
+
+
+def test_set_num_threads_is_restored(tmp_path):
+    if not _cpu.available():
+        pytest.skip("the C++ extension is not built")
+    before = pyoptim.get_num_threads()
+    bench.main(["--optimizers", "sgd", "--sizes", "100", "--threads", "1", "--peers", "none",
+                "--no-plots", "--out", str(tmp_path), *TINY])
+    assert pyoptim.get_num_threads() == before
+
+
+@needs_core
+@pytest.mark.parametrize("dtypes", ["fp32", "bf16", "fp64/fp32/fp32"])
+def test_arrays_start_on_cache_lines(dtypes, monkeypatch):
+    """Every contestant's arrays start at 64-byte boundaries, unless NumPy's placement is asked
+    for (misaligned AVX-512 loads and stores cost up to 1.6x at DRAM sizes; bench/README.md)."""
+    cell = Cell(VARIANTS["adam"], DTypes.parse(dtypes), Shape.parse("3x1001"), 1)
+    master = master_data(cell.shape, seed=2)
+    mine = _contestants.Pyoptim(cell, master, "cpu")
+    arrays = mine.params + mine.grads + [a for arrays in mine.states.values() for a in arrays]
+    assert all(a.ctypes.data % 64 == 0 for a in arrays)
+    np.testing.assert_array_equal(mine.params[1], master[0][1].astype(arrays[0].dtype))
+    assert all(not a.any() for arrays in mine.states.values() for a in arrays)
+    monkeypatch.setattr(_cells, "ALIGNMENT", 0)
+    plain = _contestants.Pyoptim(cell, master, "cpu")
+    np.testing.assert_array_equal(plain.params[2], mine.params[2])
