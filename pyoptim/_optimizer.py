@@ -44,13 +44,15 @@ NO_PARAMS = object()
 class GradAddresses:
     """A step's host gradients by address, for callers that have checked them (pyoptim.torch):
     ``addresses[i]`` is 0 (param i takes no step) or the address of a C-contiguous buffer of
-    param i's shape and dtype, which the caller keeps alive until the step returns. The C++
-    backend takes them without making a NumPy array of each (Plan.set_grad_addresses)."""
+    param i's shape and dtype; ``owners`` holds the objects that own that memory, so that it
+    lives until the step returns (the kernels run without the GIL). The C++ backend takes them
+    without making a NumPy array of each (Plan.set_grad_addresses)."""
 
-    __slots__ = ("addresses",)
+    __slots__ = ("addresses", "owners")
 
-    def __init__(self, addresses: list[int]):
+    def __init__(self, addresses: list[int], owners: list):
         self.addresses = addresses
+        self.owners = owners
 
 
 class ParamState(Mapping):
@@ -245,7 +247,7 @@ class Optimizer:
 
     def _step(self, grads, grad_scale) -> bool:
         if isinstance(grads, GradAddresses):
-            present = [a != 0 for a in grads.addresses]
+            present = None  # made below, cheaply when every param has a grad
         else:
             grads = self._grads(grads)
             present = [g is not None for g in grads]
@@ -261,7 +263,10 @@ class Optimizer:
                 raise type(e)(f"param_groups[{g}]: {e}") from None
         self._ensure_states(hps)
         runner = self._runner()
-        everything = runner.set_grads(grads) == len(present)
+        everything = runner.set_grads(grads) == len(self._params)
+        if present is None:
+            present = [True] * len(self._params) if everything else \
+                [a != 0 for a in grads.addresses]
 
         factor = scale
         if self.max_grad_norm is not None or self.skip_nonfinite:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from pyoptim import reference
-from test_torch_optim import (TOLERANCES, TORCH_NAMES, assert_same_state, groups_of, loss_of,
-                              make_data, make_model, needs_core, nn, pt, torch)
+from test_torch_optim import (NOT_IN_TORCH, TOLERANCES, TORCH_NAMES, assert_same_state,
+                              groups_of, loss_of, make_data, make_model, needs_core, nn, pt,
+                              torch)
 
 OVERFLOWS = (3, 7)  # steps whose gradients get an infinity
 
@@ -54,7 +55,7 @@ def test_training_under_a_grad_scaler_matches_torch_optim(name, unscale_and_clip
 
 
 @needs_core
-@pytest.mark.parametrize("name", sorted(TORCH_NAMES.values()) + ["Lion"])
+@pytest.mark.parametrize("name", sorted(TORCH_NAMES.values()) + sorted(NOT_IN_TORCH))
 def test_an_overflowing_step_changes_nothing(name):
     model = make_model()
     kwargs = {"momentum": 0.9} if name == "SGD" else {}
