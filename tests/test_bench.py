@@ -489,3 +489,15 @@ def test_the_pyoptim_torch_target_is_evaluated_on_one_thread_model_cells():
     targets = _report.evaluate_targets([cell(1, "torch", 2.5), cell(2, "torch", 1.0),
                                         cell(1, "arrays", 1.0)])
     assert [(t["cell"], t["met"]) for t in targets] == [("adam fp32 gpt-tiny 1t", True)]
+
+
+def test_default_plans_leave_pyoptim_torch_out_without_torch(monkeypatch):
+    """Without torch the default suites run without their pyoptim.torch cells (as without the
+    torch peers); asked for explicitly, --api torch is an error (test above)."""
+    real = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    for argv in (["--quick"], []):
+        cells = [cell for cell, _ in bench.plan(_parser().parse_args(argv))]
+        assert cells and all(cell.api == "arrays" for cell in cells)
+        assert "adam fp32 gpt-tiny 1t" in [cell.label for cell in cells]

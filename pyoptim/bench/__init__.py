@@ -25,6 +25,7 @@ plots. See bench/README.md in the source tree for how to read them.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 import sys
 from dataclasses import dataclass
@@ -257,10 +258,14 @@ def plan(args: argparse.Namespace) -> list[tuple[Cell, tuple]]:
             args.threads or ((1,) if args.quick else (1, 2)),
             apis=getattr(args, "api", None) or ("arrays",),
         ),)
+    # the default suites' pyoptim.torch cells need torch, as the torch peers do: left out without
+    torch_installed = importlib.util.find_spec("torch") is not None
     planned = {}
     for suite in suites:
         peers = tuple(p for p in args.peers if suite.peers is None or p in suite.peers)
         for cell in suite.cells():
+            if cell.api == "torch" and not custom and not torch_installed:
+                continue
             if cell.api == "torch" and cell.dtypes.grad != cell.dtypes.param:
                 raise BenchError(
                     f"--api torch: {cell.dtypes.label} has grads of another dtype than the "
