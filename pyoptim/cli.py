@@ -15,6 +15,7 @@ import sys
 # command name -> module
 COMMANDS = {
     "bench": "pyoptim.bench",
+    "compare": "pyoptim.compare",
 }
 
 

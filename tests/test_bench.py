@@ -59,6 +59,8 @@ def _entry(cell: dict, name: str) -> dict:
     ("asgd", "fp32", 20),            # ax; eta and mu are host scalars
     ("rprop", "fp32", 28),           # prev, step_size
     ("lion", "bf16", 14),
+    ("lamb", "fp32", 40),            # pass 1: read p g m v, write m v; pass 2: read p m v, write p
+    ("lamb", "bf16/bf16/bf16", 20),
 ])
 def test_bytes_per_element(variant, dtypes, expected):
     assert bytes_per_element(VARIANTS[variant], DTypes.parse(dtypes)) == expected
@@ -194,6 +196,19 @@ def test_a_broken_pyoptim_fails_the_run(tmp_path, monkeypatch, capsys):
 
 # ---------------------------------------------------------------------------------------------
 # end to end
+
+
+@needs_core
+def test_two_pass_roofline_moves_the_two_passes_bytes(tmp_path):
+    status = cli.main(["bench", "--optimizers", "lamb", "--dtypes", "fp32,bf16/bf16/bf16",
+                       "--sizes", "1000", "--threads", "1", "--peers", "none", "--no-plots",
+                       "--out", str(tmp_path), *TINY])
+    assert status == 0
+    cells = _load(tmp_path)["cells"]
+    assert [c["bytes_per_element"] for c in cells] == [40, 20]
+    for cell in cells:
+        assert _entry(cell, "pyoptim")["validation"]["exact"]
+        assert _entry(cell, "roofline")["bytes_per_element"] == cell["bytes_per_element"]
 
 
 @needs_core

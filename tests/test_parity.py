@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from cases import CASES, COMBINATIONS, combination_id
-from harness import BACKENDS, SIZES, available_backends, run_parity
+import numpy as np
+
+from cases import CASES, COMBINATIONS, FULL_CASES, combination_id
+from harness import BACKENDS, SIZES, Backend, available_backends, run_parity
 
 
 def _parameters(backends):
@@ -38,3 +40,33 @@ def test_small_sizes(backend, case, combo):
 def test_large_buffer(backend, case, combo):
     _require(backend)
     run_parity(BACKENDS[backend], case, combo, BACKENDS[backend].big)
+
+
+def _placed(offsets):
+    """A to_device that copies each array to the next offset (in bytes past a 64-byte boundary)
+    of offsets, in turn: the param, grads and states of one run start at different offsets."""
+    turn = iter(range(1 << 30))
+
+    def to_device(a):
+        offset = offsets[next(turn) % len(offsets)]
+        raw = np.empty(a.nbytes + 64 + offset, np.uint8)
+        start = (-raw.ctypes.data) % 64 + offset
+        placed = raw[start:start + a.nbytes].view(a.dtype)
+        placed[...] = a
+        return placed
+
+    return to_device
+
+
+@pytest.mark.parametrize("offsets", [(0,), (8,), (16, 0, 48), (56, 24, 8, 40)],
+                         ids=lambda o: "-".join(map(str, o)))
+@pytest.mark.parametrize("case", FULL_CASES, ids=lambda c: c.id)
+def test_results_do_not_depend_on_where_arrays_start(case, offsets):
+    """The C++ loop runs the elements before the param's first cache-line boundary one at a time
+    and the rest as SIMD (csrc/kernels.h, update_range): the same values wherever that falls."""
+    _require("cpu")
+    backend = Backend("cpu", to_device=_placed(offsets), to_host=lambda a: a.copy())
+    for combo in (("float32", "float32", "float32"), ("bfloat16", "float32", "float32"),
+                  ("float64", "float32", "float64")):
+        for n in (5, 31, 1000):
+            run_parity(backend, case, combo, n)

@@ -83,12 +83,13 @@ VARIANTS: dict[str, Variant] = {
         Variant("asgd", "asgd", {}, "ASGD"),
         Variant("rprop", "rprop", {}, "Rprop"),
         Variant("lion", "lion", dict(lr=1e-3), "Lion"),
+        Variant("lamb", "lamb", {}, "LAMB (two passes: the trust ratio needs whole-array norms)"),
     )
 }
 # The core optimizers (every dtype, many arrays in the default suites) and the rest of the family
 # (fp32 buffers). `--optimizers all` is both.
 CORE_VARIANTS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
-FAMILY_VARIANTS = ("adamax", "nadam", "radam", "adadelta", "asgd", "rprop", "lion")
+FAMILY_VARIANTS = ("adamax", "nadam", "radam", "adadelta", "asgd", "rprop", "lion", "lamb")
 DEFAULT_VARIANTS = CORE_VARIANTS + FAMILY_VARIANTS
 
 
@@ -171,9 +172,20 @@ def itemsize(name: str) -> int:
 
 def bytes_per_element(variant: Variant, dtypes: DTypes) -> int:
     """Bytes a steady-state step moves per element: param read and written, grad read, each
-    state buffer the options need read and written."""
+    state buffer the options need read and written; plus, for a trust-ratio optimizer (LAMB),
+    the second pass, which reads the param and the state again (second_pass_bytes)."""
     return (2 * itemsize(dtypes.param) + itemsize(dtypes.grad)
-            + 2 * len(variant.states) * itemsize(dtypes.state))
+            + 2 * len(variant.states) * itemsize(dtypes.state)
+            + second_pass_bytes(variant, dtypes))
+
+
+def second_pass_bytes(variant: Variant, dtypes: DTypes) -> int:
+    """What a two-pass step (csrc/kernels.h, run_trust_ratio) moves beyond one pass: pass 1 reads
+    the param, grad and state and writes the state; pass 2 reads the param and state again and
+    writes the param. 0 for the elementwise optimizers."""
+    if variant.spec.elementwise:
+        return 0
+    return itemsize(dtypes.param) + len(variant.states) * itemsize(dtypes.state)
 
 
 def gpt2_parameters(layers: int, d_model: int, vocab: int, context: int) -> tuple:

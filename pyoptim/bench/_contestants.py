@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _cpu, _spec, functional, reference
-from ._cells import Cell, DTypes, array_like, bytes_per_element, full, numpy_dtype
+from ._cells import (Cell, DTypes, array_like, bytes_per_element, full, numpy_dtype,
+                     second_pass_bytes)
 
 PEERS = ("numpy", "torch-forloop", "torch-foreach", "torch-fused", "deepspeed")
 PYOPTIM = "pyoptim"
@@ -394,10 +395,21 @@ class Roofline(Contestant):
         arrays = [full(n, 1, numpy_dtype(d)) for d in
                   (self.dtypes.param, self.dtypes.grad)
                   + (self.dtypes.state,) * len(cell.variant.states)]
-        self._pass = core.StreamPass(arrays[0], arrays[1], arrays[2:])
-        if self._pass.bytes_per_element != self.bytes_per_element:
+        self._passes = [core.StreamPass(arrays[0], arrays[1], arrays[2:])]
+        extra = second_pass_bytes(cell.variant, self.dtypes)
+        if extra:
+            # a two-pass step (LAMB) rereads param and state: a second pass moving those bytes,
+            # a state-typed buffer read and written beside a param-typed one read
+            if len(cell.variant.states) != 2 or self.dtypes.param not in (self.dtypes.state,
+                                                                          "float32"):
+                raise ValueError(f"{cell.label}: no roofline for a two-pass step with these dtypes "
+                                 "(the param's must be the state's or float32)")
+            self._passes.append(core.StreamPass(full(n, 1, numpy_dtype(self.dtypes.state)),
+                                                full(n, 1, numpy_dtype(self.dtypes.param)), []))
+        moved = sum(p.bytes_per_element for p in self._passes)
+        if moved != self.bytes_per_element:
             raise AssertionError(
-                f"roofline moves {self._pass.bytes_per_element} B/element, the step "
+                f"roofline moves {moved} B/element, the step "
                 f"{self.bytes_per_element}"
             )
 
@@ -405,11 +417,12 @@ class Roofline(Contestant):
         if self._torch is not None:
             self._dst.copy_(self._src)
         else:
-            self._pass.run()
+            for stream in self._passes:
+                stream.run()
 
     def sync(self) -> None:
         if self._torch is not None:
             self._torch.cuda.synchronize()
 
     def close(self) -> None:
-        self._pass = self._src = self._dst = None
+        self._passes = self._src = self._dst = None
