@@ -170,8 +170,7 @@ Inspected inspect_array(py::handle obj, bool written, const Shape* shape) {
   const Shape own{proxy->nd, proxy->dimensions};
   std::int64_t size = 1;
   for (int d = 0; d < own.ndim; ++d) size *= own.dims[d];
-  const std::int64_t itemsize = dtype == DType::kFloat64 ? 8 : dtype == DType::kFloat32 ? 4 : 2;
-  out.buffer = Buffer{proxy->data, size * itemsize, size, dtype, own};
+  out.buffer = Buffer{proxy->data, size * itemsize_of(dtype), size, dtype, own};
   const int flags = proxy->flags;
   if (descr->byteorder == '>') {
     out.problem = Problem::kByteOrder;

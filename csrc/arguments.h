@@ -24,6 +24,10 @@ namespace pyoptim {
 
 const char* dtype_name(DType d);
 
+constexpr std::int64_t itemsize_of(DType d) {
+  return d == DType::kFloat64 ? 8 : d == DType::kFloat32 ? 4 : 2;
+}
+
 // The supported (param, grad, state) combinations, and as text for error messages:
 // "(float32, float32, float32), (float64, float64 or float32, float64 or float32), ...".
 const std::vector<DTypes>& supported_combinations();

@@ -108,50 +108,46 @@ class Plan {
   // convert(grad, index), if given, is called for a grad that is not a NumPy array and returns a
   // NumPy view of it (pyoptim._arrays.host_view). Returns the number of grads given (not None).
   std::size_t set_grads(const py::handle& grads_obj, const py::object& convert) {
-    if (busy_) throw py::value_error(prefix() + "a step is already running in another thread");
-    grads_.clear();
     if (!py::isinstance<py::list>(grads_obj) && !py::isinstance<py::tuple>(grads_obj)) {
       throw py::type_error(prefix() + "grads must be a list of arrays, one per param");
     }
     const auto grads = py::reinterpret_borrow<py::sequence>(grads_obj);
-    const std::size_t n = params_.size();
-    if (grads.size() != n) {
-      throw py::value_error(prefix() + "got " + std::to_string(grads.size()) + " grads for " +
-                            std::to_string(n) + " params; pass one grad per param, in order");
-    }
-    recheck_held();
-    std::vector<py::object> held_grads(n);
-    grad_extents_.clear();
+    begin_grads(grads.size());
+    std::vector<py::object> held_grads(params_.size());
     std::size_t given = 0;
-    for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
       Param& p = params_[i];
-      p.grad = nullptr;
       py::object g = grads[i];
       if (g.is_none()) continue;
       ++given;
       if (!convert.is_none() && !py::isinstance<py::array>(g)) g = convert(g, i);
       const Shape shape{static_cast<int>(p.dims.size()), p.dims.data()};
-      const Buffer b = check_array(g, namer(kGradSlot, i), false, &shape,
-                                   namer(kParamSlot, i, false));
-      const DTypes dtypes{p.self.buffer.dtype, b.dtype, p.state_dtype};
-      if (!is_supported(dtypes)) {
-        throw py::type_error(unsupported_message(prefix() + name(kGradSlot, i) + ": ", dtypes));
-      }
-      p.grad = b.data;
-      p.grad_dtype = b.dtype;
-      if (b.nbytes > 0) grad_extents_.push_back(extent_of(b, kGradSlot, i));
+      accept_grad(i, check_array(g, namer(kGradSlot, i), false, &shape,
+                                 namer(kParamSlot, i, false)));
       held_grads[i] = std::move(g);
     }
-    auto names = [this](int slot, std::size_t i) { return name(slot, i); };
-    check_no_overlap(grad_extents_, prefix(), names);
-    const auto [a, b] = first_overlap(grad_extents_, fixed_);
-    if (a != nullptr) {
-      throw py::value_error(prefix() + name(a->slot, a->index) + " and " +
-                            name(b->slot, b->index) +
-                            " share memory; every param, grad and state buffer must be distinct");
+    finish_grads(std::move(held_grads));
+    return given;
+  }
+
+  // As set_grads, for grads given by address (0: none): grad i is a C-contiguous buffer of param
+  // i's shape and dtype, which the caller has checked and keeps alive until run() returns
+  // (pyoptim.torch reads the addresses off torch tensors). What an address allows is checked
+  // again: its alignment, and that no grad shares memory with a param, a state or another grad.
+  std::size_t set_grad_addresses(const std::vector<std::uintptr_t>& addresses) {
+    begin_grads(addresses.size());
+    std::size_t given = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (addresses[i] == 0) continue;
+      ++given;
+      const Buffer& param = params_[i].self.buffer;
+      if (addresses[i] % static_cast<std::uintptr_t>(itemsize_of(param.dtype)) != 0) {
+        throw py::value_error(prefix() + name(kGradSlot, i) + " is not aligned to its dtype");
+      }
+      accept_grad(i, Buffer{reinterpret_cast<void*>(addresses[i]), param.nbytes, param.size,
+                            param.dtype, param.shape});
     }
-    grads_ = std::move(held_grads);
-    has_grads_ = true;
+    finish_grads(std::vector<py::object>(params_.size()));
     return given;
   }
 
@@ -309,6 +305,47 @@ class Plan {
     }
   }
 
+  // The start of set_grads / set_grad_addresses: one grad per param; none held yet.
+  void begin_grads(std::size_t count) {
+    if (busy_) throw py::value_error(prefix() + "a step is already running in another thread");
+    grads_.clear();
+    has_grads_ = false;
+    if (count != params_.size()) {
+      throw py::value_error(prefix() + "got " + std::to_string(count) + " grads for " +
+                            std::to_string(params_.size()) +
+                            " params; pass one grad per param, in order");
+    }
+    recheck_held();
+    grad_extents_.clear();
+    for (Param& p : params_) p.grad = nullptr;
+  }
+
+  // Takes the checked buffer of grad i, if its dtypes form a supported combination.
+  void accept_grad(std::size_t i, const Buffer& b) {
+    Param& p = params_[i];
+    const DTypes dtypes{p.self.buffer.dtype, b.dtype, p.state_dtype};
+    if (!is_supported(dtypes)) {
+      throw py::type_error(unsupported_message(prefix() + name(kGradSlot, i) + ": ", dtypes));
+    }
+    p.grad = b.data;
+    p.grad_dtype = b.dtype;
+    if (b.nbytes > 0) grad_extents_.push_back(extent_of(b, kGradSlot, i));
+  }
+
+  // The end: no grad shares memory with another, a param or a state buffer; then they are held.
+  void finish_grads(std::vector<py::object> held_grads) {
+    auto names = [this](int slot, std::size_t i) { return name(slot, i); };
+    check_no_overlap(grad_extents_, prefix(), names);
+    const auto [a, b] = first_overlap(grad_extents_, fixed_);
+    if (a != nullptr) {
+      throw py::value_error(prefix() + name(a->slot, a->index) + " and " +
+                            name(b->slot, b->index) +
+                            " share memory; every param, grad and state buffer must be distinct");
+    }
+    grads_ = std::move(held_grads);
+    has_grads_ = true;
+  }
+
   void require_grads() const {
     if (!has_grads_) throw py::value_error(prefix() + "set_grads() must come before this call");
   }
@@ -352,6 +389,9 @@ clip_value=None), as _core.step does for lists of arrays.)doc")
       .def("set_grads", &Plan::set_grads, py::arg("grads"), py::arg("convert") = py::none(),
            "Checks one grad (an array, or None to leave the param out) per param and holds them; "
            "returns how many are not None. convert(grad, index) views a non-NumPy grad as NumPy.")
+      .def("set_grad_addresses", &Plan::set_grad_addresses, py::arg("addresses"),
+           "As set_grads, for grads given by address (0: none), each a C-contiguous buffer of its "
+           "param's shape and dtype that the caller has checked and keeps alive until run().")
       .def("grad_sum_of_squares", &Plan::grad_sum_of_squares,
            "(sum of squares in float64, all finite) of the held grads; deterministic.")
       .def("clear_grads", &Plan::clear_grads, "Lets go of the held grads without a step.")

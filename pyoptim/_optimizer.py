@@ -36,6 +36,24 @@ TORCH_ONLY_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
 BACKENDS = (None, "cpu", "cuda", "numpy")
 
+# Passed as params: an optimizer with no param group yet, which gets them from add_param_group()
+# (pyoptim.torch builds its optimizers so, as torch.optim.Optimizer adds its groups one by one).
+NO_PARAMS = object()
+
+
+class GradAddresses:
+    """A step's host gradients by address, for callers that have checked them (pyoptim.torch):
+    ``addresses[i]`` is 0 (param i takes no step) or the address of a C-contiguous buffer of
+    param i's shape and dtype; ``owners`` holds the objects that own that memory, so that it
+    lives until the step returns (the kernels run without the GIL). The C++ backend takes them
+    without making a NumPy array of each (Plan.set_grad_addresses)."""
+
+    __slots__ = ("addresses", "owners")
+
+    def __init__(self, addresses: list[int], owners: list):
+        self.addresses = addresses
+        self.owners = owners
+
 
 class ParamState(Mapping):
     """The state of one param: ``'step'`` (the number of updates it has had) and its state
@@ -137,6 +155,8 @@ class Optimizer:
         self._placement: str | None = None
         self._plan = None
         self._lock = threading.Lock()
+        if params is NO_PARAMS:
+            return
 
         groups = _param_groups(params)
         pending = _Pending(self)
@@ -226,7 +246,11 @@ class Optimizer:
             self._lock.release()
 
     def _step(self, grads, grad_scale) -> bool:
-        grads = self._grads(grads)
+        if isinstance(grads, GradAddresses):
+            present = None  # made below, cheaply when every param has a grad
+        else:
+            grads = self._grads(grads)
+            present = [g is not None for g in grads]
         scale = 1.0
         if grad_scale is not None:
             scale = 1.0 / _positive("grad_scale", grad_scale)
@@ -239,7 +263,10 @@ class Optimizer:
                 raise type(e)(f"param_groups[{g}]: {e}") from None
         self._ensure_states(hps)
         runner = self._runner()
-        everything = runner.set_grads(grads) == len(grads)
+        everything = runner.set_grads(grads) == len(self._params)
+        if present is None:
+            present = [True] * len(self._params) if everything else \
+                [a != 0 for a in grads.addresses]
 
         factor = scale
         if self.max_grad_norm is not None or self.skip_nonfinite:
@@ -261,7 +288,6 @@ class Optimizer:
             keys = [(g, s + 1, self._host_of(self._group_first[g]))
                     for g, s in enumerate(self._group_steps)]
         else:  # params at different steps: one row of scalars per (group, step, scalar state)
-            present = [g is not None for g in grads]
             table: dict[tuple, int] = {}
             rows = []
             for i, on in enumerate(present):
@@ -682,6 +708,8 @@ class _CppRunner:
                               opt._group_of)
 
     def set_grads(self, grads):
+        if isinstance(grads, GradAddresses):
+            return self.plan.set_grad_addresses(grads.addresses)
         return self.plan.set_grads(grads, _host_grad)
 
     def grad_sum_of_squares(self):

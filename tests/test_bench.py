@@ -380,3 +380,139 @@ def test_arrays_start_on_cache_lines(dtypes, monkeypatch):
     monkeypatch.setattr(_cells, "ALIGNMENT", 0)
     plain = _contestants.Pyoptim(cell, master, "cpu")
     np.testing.assert_array_equal(plain.params[2], mine.params[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# pyoptim.torch against torch.optim on a model's parameter list (--api torch)
+
+
+def test_gpt_tiny_is_the_parameter_list_of_a_gpt2_module():
+    """The gpt-tiny shape is what a GPT-2 decoder written as nanoGPT writes it (tied head)
+    lists as its parameters: the same names, shapes and order."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(d)
+            self.attn = nn.Module()
+            self.attn.c_attn, self.attn.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.ln_2 = nn.LayerNorm(d)
+            self.mlp = nn.Module()
+            self.mlp.c_fc, self.mlp.c_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    class GPT(nn.Module):
+        def __init__(self, layers, d, vocab, context):
+            super().__init__()
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(vocab, d), wpe=nn.Embedding(context, d),
+                h=nn.ModuleList(Block(d) for _ in range(layers)), ln_f=nn.LayerNorm(d)))
+            self.lm_head = nn.Linear(d, vocab, bias=False)
+            self.lm_head.weight = self.transformer.wte.weight  # tied
+
+    model = GPT(16, 64, 2048, 256)
+    expected = [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+    assert list(_cells.MODELS["gpt-tiny"]) == expected
+    shape = Shape.parse("gpt-tiny")
+    assert shape.count == len(expected) == 196 and shape.label == "gpt-tiny"
+    assert shape.sizes == tuple(p.numel() for p in model.parameters())
+    assert shape.elements == sum(p.numel() for p in model.parameters()) == 947328
+    assert not shape.flat
+
+
+@needs_core
+def test_pyoptim_torch_runs_against_torch_fused_on_a_models_parameters(tmp_path, capsys):
+    """--api arrays,torch: the same cell through pyoptim's array API and through pyoptim.torch,
+    both validated (bit for bit) and timed against torch fused on the same tensors; the torch
+    cell's target is evaluated."""
+    pytest.importorskip("torch")
+    status = cli.main(["bench", "--optimizers", "adamw", "--sizes", "gpt-tiny",
+                       "--threads", "1", "--api", "arrays,torch", "--peers", "torch-fused",
+                       "--no-plots", "--out", str(tmp_path), *TINY])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "adamw (torch)" in out and "gpt-tiny" in out
+    data = _load(tmp_path)
+    arrays, torch_api = data["cells"]
+    assert (arrays["label"], torch_api["label"]) == ("adamw fp32 gpt-tiny 1t",
+                                                     "adamw fp32 gpt-tiny 1t torch")
+    assert (arrays["api"], torch_api["api"]) == ("arrays", "torch")
+    for cell in (arrays, torch_api):
+        assert cell["elements"] == 947328 and cell["shape"]["model"] == "gpt-tiny"
+        assert _entry(cell, "pyoptim")["validation"]["exact"]
+        fused = _entry(cell, "torch-fused")
+        assert fused["validation"]["ok"] and fused["timing"]["pyoptim_speedup"] > 0
+    (target,) = [t for t in data["targets"] if t["cell"] == torch_api["label"]]
+    assert target["threshold"] == 2.0
+    assert target["value"] == _entry(torch_api, "torch-fused")["timing"]["pyoptim_speedup"]
+
+
+@needs_core
+def test_pyoptim_torch_contestant_fails_validation_when_broken(monkeypatch):
+    torch = pytest.importorskip("torch")
+    cell = Cell(VARIANTS["momentum"], DTypes.parse("bf16"), Shape.parse("3x1000"), 1, "torch")
+    master = master_data(cell.shape, seed=1)
+    good = _contestants.make_pyoptim(cell, master, "cpu")
+    broken = _contestants.make_pyoptim(cell, master, "cpu")
+    broken.name = "broken"
+    real_step = broken.opt.step
+    broken.step = lambda: (real_step(), broken.params[1].data.mul_(1.01))
+    assert isinstance(good, _contestants.PyoptimTorch)
+    assert good.opt.state_dict()["param_groups"][0]["momentum"] == 0.9
+    checks = validate(cell, master, [good, broken], steps=3)
+    assert checks["pyoptim"].ok and checks["pyoptim"].exact
+    assert not checks["broken"].ok
+    # bf16 params, fp32 state: pyoptim's choice, also through pyoptim.torch
+    assert good.opt.state[good.params[0]]["momentum_buffer"].dtype == torch.float32
+
+
+def test_api_torch_refuses_grads_of_another_dtype(capsys):
+    status = bench.main(["--api", "torch", "--dtypes", "fp16/fp32/fp16", "--sizes", "100"])
+    assert status == 2
+    assert "torch keeps a grad in its param's dtype" in capsys.readouterr().err
+
+
+def test_api_torch_without_torch_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    def no_torch():
+        raise _contestants.Unavailable("torch is not installed")
+
+    monkeypatch.setattr(_main, "import_torch", no_torch)
+    status = bench.main(["--api", "torch", "--sizes", "100", "--out", str(tmp_path)])
+    assert status == 2
+    assert "--api torch needs torch" in capsys.readouterr().err
+
+
+def test_quick_and_full_plans_run_pyoptim_torch_against_torch_fused():
+    parser = _parser()
+    for argv in (["--quick"], []):
+        planned = dict(bench.plan(parser.parse_args(argv)))
+        by_label = {cell.label: peers for cell, peers in planned.items()}
+        assert "torch-fused" in by_label["adam fp32 gpt-tiny 1t torch"]
+        assert "adam fp32 gpt-tiny 1t" in by_label  # the array API on the same tensors
+
+
+def test_the_pyoptim_torch_target_is_evaluated_on_one_thread_model_cells():
+    def cell(threads, api, speedup):
+        return dict(label=f"adam fp32 gpt-tiny {threads}t", variant="adam", api=api,
+                    dtypes_label="fp32", shape=dict(label="gpt-tiny", count=196,
+                                                    model="gpt-tiny"),
+                    threads=threads, contestants=[
+                        dict(name="pyoptim", timing=dict(roofline_fraction=0.5)),
+                        dict(name="torch-fused", timing=dict(pyoptim_speedup=speedup))])
+
+    targets = _report.evaluate_targets([cell(1, "torch", 2.5), cell(2, "torch", 1.0),
+                                        cell(1, "arrays", 1.0)])
+    assert [(t["cell"], t["met"]) for t in targets] == [("adam fp32 gpt-tiny 1t", True)]
+
+
+def test_default_plans_leave_pyoptim_torch_out_without_torch(monkeypatch):
+    """Without torch the default suites run without their pyoptim.torch cells (as without the
+    torch peers); asked for explicitly, --api torch is an error (test above)."""
+    real = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    for argv in (["--quick"], []):
+        cells = [cell for cell, _ in bench.plan(_parser().parse_args(argv))]
+        assert cells and all(cell.api == "arrays" for cell in cells)
+        assert "adam fp32 gpt-tiny 1t" in [cell.label for cell in cells]

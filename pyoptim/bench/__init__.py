@@ -12,7 +12,10 @@ For every cell (optimizer x dtype combination x shape x thread count) the benchm
    the same bytes with the same dtypes, timed in the same rounds (pyoptim._core.StreamPass).
 
 Peers, when installed: the NumPy reference, torch.optim's for-loop, foreach and fused
-implementations, DeepSpeedCPUAdam. Ratios are against the best (fastest valid) peer.
+implementations, DeepSpeedCPUAdam. Ratios are against the best (fastest valid) peer. pyoptim is
+called through its array API, or (``--api torch``) as pyoptim.torch over torch tensors whose
+.grad is set, as the torch.optim peers are (``--sizes gpt-tiny``: a GPT's parameter list, many
+small tensors).
 
 Run ``pyoptim bench --help`` for the options; ``pyoptim bench --quick`` takes under a minute.
 Results go to a folder (``--out``): bench.json (every figure and the machine), results.md and PNG
@@ -22,14 +25,15 @@ plots. See bench/README.md in the source tree for how to read them.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _cpu
-from ._cells import (CORE_VARIANTS, DEFAULT_VARIANTS, SHORT, VARIANTS, Cell, DTypes, Shape,
-                     bytes_per_element)
+from ._cells import (APIS, CORE_VARIANTS, DEFAULT_VARIANTS, MODELS, SHORT, VARIANTS, Cell,
+                     DTypes, Shape, bytes_per_element)
 from ._contestants import PEERS
 
 __all__ = ["main", "add_arguments", "run", "bytes_per_element", "DESCRIPTION"]
@@ -50,33 +54,43 @@ class Suite:
     sizes: tuple
     threads: tuple
     peers: tuple | None = None
+    apis: tuple = ("arrays",)
 
     def cells(self) -> list[Cell]:
-        return [Cell(VARIANTS[v], DTypes.parse(d), Shape.parse(s), t)
+        return [Cell(VARIANTS[v], DTypes.parse(d), Shape.parse(s), t, api)
                 for v in self.variants for d in self.dtypes for s in self.sizes
-                for t in self.threads]
+                for t in self.threads for api in self.apis]
 
 
 # The peers that run at the speed of memory (torch's foreach stands in for RMSprop's missing fused).
 FAST_PEERS = ("torch-foreach", "torch-fused", "deepspeed")
 
+# The optimizers torch 2.13 has a fused CPU step for: pyoptim.torch against it on a GPT's
+# parameter list, through both APIs (the array API's cell is the floor: no per-tensor work in
+# Python).
+TORCH_FUSED_VARIANTS = ("momentum", "adagrad", "adam", "adamw")
+MODEL = "gpt-tiny"
+
 # The full run: every optimizer over flat fp32 buffers from 2^10 to 2^26 (at 2^26 without the
 # slowest peers, which take seconds a step there); the core optimizers also with the other dtypes
-# at a cache-resident and a DRAM size, and over many arrays. One and two threads.
+# at a cache-resident and a DRAM size, and over many arrays; pyoptim.torch against torch fused
+# on a GPT's parameters. One and two threads.
 FULL = (
     Suite(DEFAULT_VARIANTS, ("fp32",), FLAT_SIZES[:-1], (1, 2)),
     Suite(DEFAULT_VARIANTS, ("fp32",), FLAT_SIZES[-1:], (1, 2), FAST_PEERS),
     Suite(CORE_VARIANTS, ("fp64", "bf16", "fp16"), ("2^20", "2^24"), (1, 2)),
     Suite(CORE_VARIANTS, ("fp32",), MANY_ARRAYS, (1, 2)),
+    Suite(TORCH_FUSED_VARIANTS, ("fp32",), (MODEL,), (1, 2), FAST_PEERS[:2], APIS),
 )
 # --quick: Adam against every peer in cache and against the fast ones in DRAM; each core
-# optimizer once; bf16; many arrays. One thread.
+# optimizer once; bf16; many arrays; pyoptim.torch on a GPT's parameters. One thread.
 QUICK = (
     Suite(("adam",), ("fp32",), ("2^20",), (1,)),
     Suite(("adam",), ("fp32",), ("2^24",), (1,), FAST_PEERS[1:]),
     Suite(CORE_VARIANTS, ("fp32",), ("2^22",), (1,), FAST_PEERS),
     Suite(("adam",), ("bf16",), ("2^22",), (1,), FAST_PEERS[1:]),
     Suite(("adam",), ("fp32",), ("2000x1000",), (1,), FAST_PEERS[1:]),
+    Suite(("adam",), ("fp32",), (MODEL,), (1,), FAST_PEERS[1:2], APIS),
 )
 QUICK_SIZES = ("2^16", "2^20", "2^22")
 
@@ -136,6 +150,7 @@ _variants = _names("optimizer", VARIANTS, {"all": DEFAULT_VARIANTS})
 _peers = _names("peer", PEERS, {"all": PEERS, "none": ()})
 _dtypes = _checked("dtype combination", DTypes.parse)
 _sizes = _checked("size", Shape.parse)
+_apis = _names("api", APIS, {"all": APIS})
 
 
 def _threads(text: str) -> tuple:
@@ -192,11 +207,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", type=_dtypes, metavar="LIST",
                         help="comma-separated dtype combinations, e.g. fp32,bf16,bf16/bf16/bf16")
     parser.add_argument("--sizes", type=_sizes, metavar="LIST",
-                        help="comma-separated: elements of one flat buffer (2^24 or 16777216) or "
-                             "COUNTxSIZE for many arrays (2000x1000)")
+                        help="comma-separated: elements of one flat buffer (2^24 or 16777216), "
+                             "COUNTxSIZE for many arrays (2000x1000), or a model's parameter "
+                             "list: " + ", ".join(MODELS))
     parser.add_argument("--threads", type=_threads, metavar="LIST",
                         help="comma-separated thread counts (pyoptim.set_num_threads and "
                              "torch.set_num_threads)")
+    parser.add_argument("--api", type=_apis, metavar="LIST",
+                        help="how pyoptim is called: 'arrays' (default: its array API), 'torch' "
+                             "(pyoptim.torch over tensors whose .grad is set, as torch.optim "
+                             "is), or both: 'arrays,torch' or 'all'")
     parser.add_argument("--backend", choices=("cpu", "cuda", "numpy"), default="cpu",
                         help="pyoptim's backend: cpu (C++), cuda (torch CUDA tensors) or numpy "
                              "(the reference); default cpu")
@@ -226,7 +246,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def plan(args: argparse.Namespace) -> list[tuple[Cell, tuple]]:
     """The cells to run, in order, each with the peers it runs."""
-    custom = any(getattr(args, k) is not None for k in ("optimizers", "dtypes", "sizes", "threads"))
+    custom = any(getattr(args, k, None) is not None
+                 for k in ("optimizers", "dtypes", "sizes", "threads", "api"))
     if not custom:
         suites = QUICK if args.quick else FULL
     else:
@@ -235,11 +256,20 @@ def plan(args: argparse.Namespace) -> list[tuple[Cell, tuple]]:
             args.dtypes or ("fp32",),
             args.sizes or (QUICK_SIZES if args.quick else FLAT_SIZES),
             args.threads or ((1,) if args.quick else (1, 2)),
+            apis=getattr(args, "api", None) or ("arrays",),
         ),)
+    # the default suites' pyoptim.torch cells need torch, as the torch peers do: left out without
+    torch_installed = importlib.util.find_spec("torch") is not None
     planned = {}
     for suite in suites:
         peers = tuple(p for p in args.peers if suite.peers is None or p in suite.peers)
         for cell in suite.cells():
+            if cell.api == "torch" and not custom and not torch_installed:
+                continue
+            if cell.api == "torch" and cell.dtypes.grad != cell.dtypes.param:
+                raise BenchError(
+                    f"--api torch: {cell.dtypes.label} has grads of another dtype than the "
+                    "params; torch keeps a grad in its param's dtype")
             planned.setdefault(cell, peers)
     return list(planned.items())
 

@@ -1,4 +1,5 @@
-"""What one benchmark cell is: an optimizer variant, a dtype combination, a shape, a thread count.
+"""What one benchmark cell is: an optimizer variant, a dtype combination, a shape, a thread count,
+and the interface pyoptim is called through (its NumPy-array API, or pyoptim.torch).
 
 The bytes an optimizer step moves per element are derived here from the optimizer's state buffers
 (pyoptim._spec, the same table the kernels are driven by) and the storage dtypes, never from a hand
@@ -9,6 +10,7 @@ writes its buffer).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -186,26 +188,57 @@ def second_pass_bytes(variant: Variant, dtypes: DTypes) -> int:
     return itemsize(dtypes.param) + len(variant.states) * itemsize(dtypes.state)
 
 
+def gpt2_parameters(layers: int, d_model: int, vocab: int, context: int) -> tuple:
+    """(name, shape) of every parameter of a GPT-2 decoder, in the order model.parameters()
+    lists them in nanoGPT's implementation: token and position embeddings, then per layer
+    ln_1, the fused q/k/v projection, the attention output projection, ln_2 and the 4x MLP (all
+    with biases), then ln_f; the output head is tied to the token embedding."""
+    d = d_model
+    out = [("transformer.wte.weight", (vocab, d)), ("transformer.wpe.weight", (context, d))]
+    for i in range(layers):
+        h = f"transformer.h.{i}."
+        out += [(h + "ln_1.weight", (d,)), (h + "ln_1.bias", (d,)),
+                (h + "attn.c_attn.weight", (3 * d, d)), (h + "attn.c_attn.bias", (3 * d,)),
+                (h + "attn.c_proj.weight", (d, d)), (h + "attn.c_proj.bias", (d,)),
+                (h + "ln_2.weight", (d,)), (h + "ln_2.bias", (d,)),
+                (h + "mlp.c_fc.weight", (4 * d, d)), (h + "mlp.c_fc.bias", (4 * d,)),
+                (h + "mlp.c_proj.weight", (d, 4 * d)), (h + "mlp.c_proj.bias", (d,))]
+    return tuple(out + [("transformer.ln_f.weight", (d,)), ("transformer.ln_f.bias", (d,))])
+
+
+# Models whose parameter lists a cell can take (--sizes NAME): the shapes of real models, where
+# the per-tensor cost of a step shows. gpt-tiny: GPT-2's architecture at 16 layers of width 64,
+# vocab 2048, context 256: 196 tensors, 947,328 elements (4,833 per tensor on average; the
+# smallest 64).
+MODELS = {"gpt-tiny": gpt2_parameters(16, 64, 2048, 256)}
+
+
 @dataclass(frozen=True)
 class Shape:
-    """`count` arrays of `size` elements each (count 1: one flat buffer)."""
+    """`count` arrays of `size` elements each (count 1: one flat buffer), or the parameter
+    tensors of a model of MODELS (`model`; count is their number and size 0)."""
 
     count: int
     size: int
+    model: str = ""
 
     _POWER = re.compile(r"^2\^(\d+)$")
 
     @classmethod
     def parse(cls, text: str) -> "Shape":
-        """'2^20', '1048576', or COUNTxSIZE for many arrays ('2000x1000', '200x100000')."""
+        """'2^20', '1048576', COUNTxSIZE for many arrays ('2000x1000', '200x100000'), or the
+        name of a model of MODELS ('gpt-tiny')."""
         text = text.strip()
+        if text in MODELS:
+            return cls(len(MODELS[text]), 0, text)
         count, _, size = text.rpartition("x")
         try:
             shape = cls(cls._number(count) if count else 1, cls._number(size))
         except ValueError:
             raise ValueError(
-                f"bad size {text!r}: expected a number of elements (1048576 or 2^20) or "
-                "COUNTxSIZE for many arrays (2000x1000)"
+                f"bad size {text!r}: expected a number of elements (1048576 or 2^20), "
+                "COUNTxSIZE for many arrays (2000x1000) or a model's parameters "
+                f"({', '.join(MODELS)})"
             ) from None
         if shape.count < 1 or shape.size < 1:
             raise ValueError(f"bad size {text!r}: counts and sizes must be at least 1")
@@ -219,19 +252,35 @@ class Shape:
         return int(text.strip())
 
     @property
+    def sizes(self) -> tuple[int, ...]:
+        """The number of elements of each array."""
+        if self.model:
+            return tuple(math.prod(shape) for _, shape in MODELS[self.model])
+        return (self.size,) * self.count
+
+    @property
     def elements(self) -> int:
-        return self.count * self.size
+        return sum(self.sizes) if self.model else self.count * self.size
 
     @property
     def flat(self) -> bool:
-        return self.count == 1
+        return self.count == 1 and not self.model
 
     @property
     def label(self) -> str:
         def number(n):
             return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n)
 
+        if self.model:
+            return self.model
         return number(self.size) if self.flat else f"{self.count}x{number(self.size)}"
+
+
+# How pyoptim is called in a cell: "arrays", its array API (pyoptim.functional on a flat
+# buffer, the one-call many-array step on a list of arrays), or "torch", pyoptim.torch's
+# optimizer over torch tensors whose .grad is set, stepped as a training loop steps it (what the
+# torch.optim peers run, behind the same interface).
+APIS = ("arrays", "torch")
 
 
 @dataclass(frozen=True)
@@ -240,10 +289,12 @@ class Cell:
     dtypes: DTypes
     shape: Shape
     threads: int
+    api: str = "arrays"
 
     @property
     def label(self) -> str:
-        return f"{self.variant.name} {self.dtypes.label} {self.shape.label} {self.threads}t"
+        api = "" if self.api == "arrays" else f" {self.api}"
+        return f"{self.variant.name} {self.dtypes.label} {self.shape.label} {self.threads}t{api}"
 
     @property
     def bytes_per_element(self) -> int:
@@ -256,9 +307,9 @@ def master_data(shape: Shape, seed: int) -> tuple[list[np.ndarray], list[np.ndar
     decays into subnormals while it is timed."""
     rng = np.random.default_rng(seed)
     params, grads = [], []
-    for _ in range(shape.count):
-        params.append(rng.standard_normal(shape.size, dtype=np.float32))
-        g = rng.standard_normal(shape.size, dtype=np.float32)
+    for size in shape.sizes:
+        params.append(rng.standard_normal(size, dtype=np.float32))
+        g = rng.standard_normal(size, dtype=np.float32)
         g[np.abs(g) < 1e-3] = 1e-3
         grads.append(g)
     return params, grads

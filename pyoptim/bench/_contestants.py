@@ -229,7 +229,7 @@ _TORCH_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "ada
 _TORCH_IMPLEMENTATIONS = {
     "torch-forloop": dict(foreach=False),
     "torch-foreach": dict(foreach=True),
-    "torch-fused": dict(fused=True),
+    "torch-fused": dict(foreach=False, fused=True),
 }
 
 
@@ -331,6 +331,38 @@ def make_peer(name: str, cell: Cell, master: tuple, backend: str) -> Contestant:
     if name == "deepspeed":
         return DeepSpeed(cell, master, backend)
     raise ValueError(f"unknown peer {name!r}")
+
+
+class PyoptimTorch(_TorchOptimizer):
+    """pyoptim.torch's optimizer (the cell's api "torch") over torch tensors whose .grad is set,
+    stepped as a training loop steps it: the interface and the tensors the torch.optim peers get,
+    so that the comparison includes what a step costs per tensor on either side."""
+
+    role = PYOPTIM
+
+    def __init__(self, cell: Cell, master: tuple, backend: str):
+        self._torch = cuda_torch() if backend == "cuda" else import_torch()
+        import pyoptim.torch  # noqa: PLC0415 (torch is optional)
+        from .. import optim  # noqa: PLC0415
+
+        self.name = PYOPTIM
+        self.dtypes = cell.dtypes
+        self.bytes_per_element = cell.bytes_per_element
+        self.state_names = cell.variant.states
+        if cell.dtypes.grad != cell.dtypes.param:
+            raise Unavailable("torch keeps a grad in its param's dtype")
+        self._tensors(master, "cuda" if backend == "cuda" else "cpu")
+        cls = getattr(pyoptim.torch, optim.OPTIMIZER_NAMES[cell.variant.optimizer][0].__name__)
+        self.opt = cls(self.params, **cell.variant.options,
+                       state_dtype=numpy_dtype(cell.dtypes.state),
+                       **({"backend": "numpy"} if backend == "numpy" else {}))
+
+
+def make_pyoptim(cell: Cell, master: tuple, backend: str) -> Contestant:
+    """pyoptim through the cell's api."""
+    if cell.api == "torch":
+        return PyoptimTorch(cell, master, backend)
+    return Pyoptim(cell, master, backend)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from pathlib import Path
 from .. import _cpu
 from . import BenchError, SETTINGS, _cells, _report
 from ._cells import Cell, master_data
-from ._contestants import PYOPTIM, ROOFLINE, Pyoptim, Roofline, Unavailable, cuda_torch, make_peer
+from ._contestants import (PYOPTIM, ROOFLINE, Roofline, Unavailable, cuda_torch, import_torch,
+                           make_peer, make_pyoptim)
 from ._runner import summarize, time_round_robin, validate
 
 
@@ -61,10 +62,12 @@ def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
     rounds, warmup, validate_steps, sample_time = settings
     record = dict(
         label=cell.label, variant=cell.variant.name, optimizer=cell.variant.optimizer,
+        api=cell.api,
         options=dict(cell.variant.options), hyperparameters=cell.variant.hyperparameters,
         dtypes=dict(param=cell.dtypes.param, grad=cell.dtypes.grad, state=cell.dtypes.state),
         dtypes_label=cell.dtypes.label,
-        shape=dict(count=cell.shape.count, size=cell.shape.size, label=cell.shape.label),
+        shape=dict(count=cell.shape.count, size=cell.shape.size, label=cell.shape.label,
+                   model=cell.shape.model or None),
         elements=cell.shape.elements, threads=cell.threads, backend=args.backend,
         bytes_per_element=cell.bytes_per_element, state_buffers=list(cell.variant.states),
         contestants=[],
@@ -72,7 +75,7 @@ def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
     master = master_data(cell.shape, args.seed)
     contestants = []
     try:
-        contestants.append(Pyoptim(cell, master, args.backend))
+        contestants.append(make_pyoptim(cell, master, args.backend))
         for name in peers:
             if name == "numpy" and args.backend == "numpy":
                 continue  # pyoptim is the reference there
@@ -127,6 +130,12 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
             cuda_torch()
         except Unavailable as e:
             raise BenchError(f"--backend cuda needs torch with CUDA and a GPU: {e}") from None
+    if any(cell.api == "torch" for cell, _ in plan):
+        try:
+            import_torch()
+        except Unavailable as e:
+            raise BenchError(f"--api torch needs torch (pip install 'pyoptim[torch]'): {e}") \
+                from None
     out: Path = args.out
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -129,11 +129,17 @@ HEADLINE_COLUMNS = ("optimizer", "dtypes", "size", "thr", "B/el", "ms", "spread"
 HEADLINE_WIDTHS = (9, 6, 10, 3, 4, 8, 7, 7, 6, 9, 6, 13, 7)  # terminal columns
 
 
+def optimizer_label(cell: dict) -> str:
+    """The variant, and the API pyoptim was called through when it is not the array API."""
+    api = cell.get("api", "arrays")
+    return cell["variant"] if api == "arrays" else f"{cell['variant']} ({api})"
+
+
 def headline_row(cell: dict) -> list[str]:
     """One line per cell: pyoptim's speed, its % of the roofline and its speedup over the best
     peer (the fastest peer that passed its validation)."""
-    head = [cell["variant"], cell["dtypes_label"], cell["shape"]["label"], str(cell["threads"]),
-            str(cell["bytes_per_element"])]
+    head = [optimizer_label(cell), cell["dtypes_label"], cell["shape"]["label"],
+            str(cell["threads"]), str(cell["bytes_per_element"])]
     mine = _pyoptim(cell)
     if mine is None or not mine["validation"]["ok"]:
         message = mine["validation"]["message"] if mine else cell.get("error", "not run")
@@ -212,6 +218,35 @@ def short_rows(cells: list[dict], labels) -> list[list[str]]:
     return rows
 
 
+TORCH_COLUMNS = ("optimizer", "dtypes", "params", "threads", "pyoptim.torch ms", "array API ms",
+                 "torch fused ms", "torch fused / pyoptim.torch")
+
+
+def torch_rows(cells: list[dict]) -> list[list[str]]:
+    """pyoptim.torch (the cells of api "torch") against torch fused, with the same cell through
+    pyoptim's array API where the run has it (the floor: no per-tensor work in Python)."""
+    arrays = {(c["variant"], c["dtypes_label"], c["shape"]["label"], c["threads"]): c
+              for c in cells if c.get("api", "arrays") == "arrays"}
+    rows = []
+    for cell in cells:
+        if cell.get("api") != "torch":
+            continue
+        key = (cell["variant"], cell["dtypes_label"], cell["shape"]["label"], cell["threads"])
+
+        def ms(c, name):
+            entry = _entry(c, name) if c else None
+            timing = entry.get("timing") if entry else None
+            return f"{timing['median_s'] * 1e3:.3g}" if timing else "-"
+
+        fused = (_entry(cell, "torch-fused") or {}).get("timing") or {}
+        speedup = fused.get("pyoptim_speedup")
+        rows.append([cell["variant"], cell["dtypes_label"],
+                     f"{cell['shape']['label']} ({cell['shape']['count']} tensors)",
+                     str(cell["threads"]), ms(cell, PYOPTIM), ms(arrays.get(key), PYOPTIM),
+                     ms(cell, "torch-fused"), f"{speedup:.2f}x" if speedup else "-"])
+    return rows
+
+
 def bytes_rows(variants, dtypes) -> list[list[str]]:
     """Bytes moved per element for each optimizer variant and dtype combination."""
     from ._cells import DTypes, bytes_per_element  # noqa: PLC0415
@@ -225,9 +260,10 @@ def bytes_rows(variants, dtypes) -> list[list[str]]:
 # targets (pyoptim's, for the machine it is developed on; issue 5)
 
 
-def _find(cells, variant, dtypes, size, threads=None):
+def _find(cells, variant, dtypes, size, threads=None, api="arrays"):
     return [c for c in cells if c["variant"] == variant and c["dtypes_label"] == dtypes
-            and c["shape"]["label"] == size and (threads is None or c["threads"] == threads)]
+            and c["shape"]["label"] == size and (threads is None or c["threads"] == threads)
+            and c.get("api", "arrays") == api]
 
 
 def evaluate_targets(cells: list[dict]) -> list[dict]:
@@ -251,6 +287,8 @@ def evaluate_targets(cells: list[dict]) -> list[dict]:
         return entry["timing"].get("pyoptim_speedup")
 
     ok_cells = [c for c in cells if (_pyoptim(c) or {}).get("timing")]
+    torch_api = [c for c in ok_cells if c.get("api") == "torch"]
+    ok_cells = [c for c in ok_cells if c.get("api", "arrays") == "arrays"]
     for size in ("2^24", "2^26"):
         for cell in _find(ok_cells, "adam", "fp32", size):
             add("Adam fp32 >= 95% of the roofline", cell, roof(cell), 0.95, "fraction")
@@ -267,6 +305,9 @@ def evaluate_targets(cells: list[dict]) -> list[dict]:
             over(cell, "torch-fused"), 1.5, "x")
     for cell in _find(ok_cells, "adam", "fp32", "2000x1000"):
         add("2000 x 1000 arrays >= 5x torch fused", cell, over(cell, "torch-fused"), 5.0, "x")
+    for cell in [c for c in torch_api if c["shape"].get("model") and c["threads"] == 1]:
+        add("pyoptim.torch on a model's params, 1 thread >= 2x torch fused", cell,
+            over(cell, "torch-fused"), 2.0, "x")
     return out
 
 
@@ -326,6 +367,10 @@ def write_markdown(path: Path, machine: dict, config: dict, cells: list[dict]) -
         markdown_table(DETAIL_COLUMNS, [r for c in cells for r in detail_rows(c)]),
         "",
     ]
+    rows = torch_rows(cells)
+    if rows:
+        lines += ["## pyoptim.torch against torch fused", "", markdown_table(TORCH_COLUMNS, rows),
+                  ""]
     targets = evaluate_targets(cells)
     if targets:
         lines += ["## Targets", "", "```", format_targets(targets), "```", ""]
@@ -344,7 +389,7 @@ def write_plots(folder: Path, cells: list[dict]) -> list[Path]:
     flat = [c for c in cells if c["shape"]["count"] == 1 and (_pyoptim(c) or {}).get("timing")]
     if not flat:
         return []
-    variants = list(dict.fromkeys(c["variant"] for c in flat))
+    variants = list(dict.fromkeys(optimizer_label(c) for c in flat))
 
     def series(cells_, name):
         points = sorted((c["elements"], e["timing"]["elements_per_s"]) for c in cells_
@@ -379,7 +424,7 @@ def write_plots(folder: Path, cells: list[dict]) -> list[Path]:
     fig, axes = grid(len(variants), "pyoptim: elements/s against size (dashed: the roofline "
                                     "of the same bytes, same run)")
     for ax, variant in zip(axes, variants):
-        mine = [c for c in flat if c["variant"] == variant]
+        mine = [c for c in flat if optimizer_label(c) == variant]
         for k, key in enumerate(dict.fromkeys((c["dtypes_label"], c["threads"]) for c in mine)):
             group = [c for c in mine if (c["dtypes_label"], c["threads"]) == key]
             x, y = series(group, PYOPTIM)
@@ -395,12 +440,12 @@ def write_plots(folder: Path, cells: list[dict]) -> list[Path]:
     dtypes = max(sorted(set(c["dtypes_label"] for c in flat)),
                  key=lambda d: sum(c["dtypes_label"] == d for c in flat))
     mine = [c for c in flat if c["dtypes_label"] == dtypes]
-    panels = list(dict.fromkeys((c["variant"], c["threads"]) for c in mine))
+    panels = list(dict.fromkeys((optimizer_label(c), c["threads"]) for c in mine))
     names = list(dict.fromkeys(e["name"] for c in mine for e in c["contestants"]
                                if e.get("timing") and e["name"] != ROOFLINE))
     fig, axes = grid(len(panels), f"pyoptim and its peers, {dtypes}: elements/s against size")
     for ax, (variant, threads) in zip(axes, panels):
-        group = [c for c in mine if c["variant"] == variant and c["threads"] == threads]
+        group = [c for c in mine if optimizer_label(c) == variant and c["threads"] == threads]
         for k, name in enumerate(names):
             x, y = series(group, name)
             if x:

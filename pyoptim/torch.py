@@ -1,0 +1,443 @@
+"""torch.optim optimizers on pyoptim's kernels: change one import.
+
+::
+
+    from pyoptim.torch import AdamW            # instead of torch.optim.AdamW
+
+    opt = AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    for x, y in data:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+``SGD``, ``Adagrad``, ``RMSprop``, ``Adam``, ``AdamW``, ``Adamax``, ``NAdam``, ``RAdam``,
+``Adadelta``, ``ASGD``, ``Rprop``, ``Lion`` and ``Lamb`` (pyoptim's own; not in torch.optim)
+are subclasses of ``torch.optim.Optimizer`` with torch.optim's constructor signatures and defaults.
+They take ``model.parameters()``, named parameters or param groups, read ``p.grad``, and work
+with ``zero_grad``, ``add_param_group``, closures, step hooks, ``torch.optim.lr_scheduler`` and
+``torch.amp.GradScaler``. The update is done by pyoptim's kernels in the tensors' own memory:
+
+* CPU tensors: all params of the optimizer in one call into C++ (pyoptim's optimizer classes,
+  pyoptim.optim: one kernel call per dtype combination and set of options, each one parallel
+  region over every element of every param). float32, float64, float16 and bfloat16 params.
+* CUDA tensors: pyoptim's CUDA backend (Numba kernels; ``pip install "pyoptim[cuda]"``), one
+  launch per param, on torch's current stream.
+
+The math is torch.optim's, computed as pyoptim.reference states it: float64 params follow
+torch.optim to rounding, float32 params to a few float32 ulps (torch's kernels contract some
+products into FMAs, pyoptim's never do).
+
+What differs from torch.optim:
+
+* **State dtype.** The state of float16 and bfloat16 params is float32 by default (torch.optim
+  keeps it in the param's dtype, where the small updates of the moments are lost);
+  ``state_dtype=`` chooses (a torch or NumPy dtype). ``state_dict()`` holds the state in that
+  dtype. ``load_state_dict()`` never casts state (torch issue 43706): a checkpoint whose state
+  has another dtype is refused with ``pyoptim.CheckpointError`` and nothing changes, so a
+  torch.optim checkpoint of bfloat16 params (bfloat16 state) loads into an optimizer built with
+  ``state_dtype=torch.bfloat16``. The other way, torch.optim's ``load_state_dict`` casts
+  pyoptim's float32 state of 16-bit params to the param dtype (torch's behaviour).
+* **State is allocated when the optimizer is built**, not at the first step (``opt.state``
+  shows a param's entry once it has taken a step, as torch's does). Its tensors share memory
+  with the optimizer: update them in place; assigning a new tensor to an entry has no effect.
+  ``state_dict()`` returns them too, as torch's does (not copies: deepcopy it, or save it, to
+  keep a snapshot); ``step`` and torch's scalar states are fresh tensors there.
+* **Params stay where they are.** The optimizer updates the memory its params had when it was
+  built; a step after ``p.data`` was replaced (``module.to()``, ``.half()``...) is refused.
+  All params of one optimizer are on the CPU, or all on CUDA devices.
+* ``torch.amp.GradScaler``: a step with ``found_inf`` set changes nothing (params, state, step
+  counts); ``grad_scale`` is folded into the update (the kernel multiplies each gradient by
+  ``1 / grad_scale``; the gradients are not rewritten). Both are also keyword arguments of
+  ``step()``, as for torch's fused optimizers.
+* pyoptim's options, keyword-only: ``state_dtype``, ``max_grad_norm`` and ``clip_value``
+  (clipping folded into the update, CPU only), ``skip_nonfinite`` (a step with a NaN or Inf
+  gradient anywhere changes nothing), ``backend``; see pyoptim.optim.
+* ``foreach``, ``fused`` and ``capturable`` are accepted and ignored; ``differentiable=True``,
+  sparse gradients, complex params and a tensor or pyoptim schedule as ``lr`` are refused (use
+  ``torch.optim.lr_scheduler``). An optimizer cannot be pickled or deep-copied: save its
+  ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import torch
+
+from . import _arrays, optim
+from ._optimizer import NO_PARAMS, GradAddresses
+from .schedules import Schedule
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam",
+           "Adadelta", "ASGD", "Rprop", "Lion", "Lamb"]
+
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class of pyoptim.torch's optimizers: a torch.optim.Optimizer whose step is the step
+    of a pyoptim optimizer class (``_engine_class``) over the same memory."""
+
+    _engine_class: type[optim.Optimizer]
+    _state_has_step = True  # torch's SGD keeps no step count in its state
+    # torch.amp.GradScaler hands this optimizer grad_scale and found_inf instead of unscaling
+    # the gradients and skipping the step itself
+    _step_supports_amp_scaling = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "_engine_class" in cls.__dict__:  # torch's signature and defaults, with pyoptim's
+            cls.__signature__ = inspect.signature(cls._engine_class)
+
+    def __init__(self, params, *args, **kwargs):
+        if kwargs.get("state_dtype") is not None:
+            kwargs["state_dtype"] = _numpy_dtype(kwargs["state_dtype"])
+        # the engine checks the hyperparameters and holds the state; torch's __init__ then adds
+        # the param groups through add_param_group
+        self._engine = self._engine_class(NO_PARAMS, *args, **kwargs)
+        _check_lr(self._engine.defaults["lr"], "lr")
+        self._pointers: list[int] = []
+        self._by_address = False
+        self._steps = torch.zeros(0, dtype=torch.float32)  # the engine's step counts, for .state
+        self._state_source = None
+        super().__init__(params, self._engine.defaults)
+
+    # -----------------------------------------------------------------------------------------
+    # param groups
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a param group, as torch.optim.Optimizer.add_param_group does (named params,
+        keys of your own and hyperparameters that default to the optimizer's)."""
+        engine = self._engine
+        groups = self.param_groups
+        self.param_groups = list(groups)  # torch's checks append the group here
+        try:
+            super().add_param_group(param_group)
+            group = self.param_groups[-1]
+        finally:
+            self.param_groups = groups
+        _check_lr(group["lr"], f"param_groups[{len(groups)}]: lr")
+        # the engine takes its hyperparameters (and refuses another optimizer's); other keys
+        # (param_names, your own) ride along
+        engine.add_param_group(_engine_keys(group, engine))
+        engine.param_groups[-1].update(_extra_keys(group, engine))
+        self.param_groups = engine.param_groups  # the same dicts: schedulers write lr here
+        self._pointers = [p.data_ptr() for p in engine._params]
+        self._dtypes = [p.dtype for p in engine._params]
+        self._numels = [p.numel() for p in engine._params]
+        # grads by address: CPU params on the C++ backend, none empty (address 0 means no grad)
+        self._by_address = engine._placement == _arrays.HOST and engine.backend != "numpy" and \
+            all(p.numel() > 0 for p in engine._params)
+        self._steps = torch.zeros(len(engine._params), dtype=torch.float32)
+        self._refresh_state()
+
+    # -----------------------------------------------------------------------------------------
+    # the step
+
+    def step(self, closure=None, *, grad_scale=None, found_inf=None):
+        """One update of every param that has a ``.grad``; returns the closure's loss (None
+        without a closure).
+
+        grad_scale / found_inf (also read from the attributes of the same names that
+        torch.amp.GradScaler sets): the gradients are divided by grad_scale inside the update;
+        a nonzero found_inf skips the step (nothing changes).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf) != 0.0:
+            return loss  # an inf or NaN in the scaled gradients: GradScaler skips this step
+        engine = self._engine
+        given = self._grad_addresses() if self._by_address else None
+        if given is None:
+            self._check_not_moved()
+            grads = [p.grad for p in engine._params]
+            if engine._placement == _arrays.HOST:
+                given = [None if g is None else _host_grad(g, i) for i, g in enumerate(grads)]
+            else:
+                given = grads
+        engine.step(given, grad_scale=None if grad_scale is None else float(grad_scale))
+        self._steps.numpy()[...] = engine._steps
+        if self._state_source != self._source():
+            self._refresh_state()
+        return loss
+
+    def _grad_addresses(self) -> GradAddresses | None:
+        """The address of every param's grad (0: no grad), when each is what torch makes: a
+        dense, contiguous CPU tensor of its param's dtype and size, without a negative bit
+        (p.grad's setter guarantees the device and size, not the dtype: see torch's
+        grad_dtype). The C++ backend then reads the grads' memory without a NumPy view of each;
+        the grads are held until the step returns (the kernels run without the GIL). None when a
+        grad is not such a tensor, or a param's memory moved: the general path then views, or
+        refuses, each grad by name.
+
+        This loop is the per-tensor cost of a step: about 0.5 us per tensor, nearly all of it in
+        torch's attribute reads (the same loop in C++ through the C API took 15% less)."""
+        addresses, grads = [], []
+        append, hold = addresses.append, grads.append
+        try:
+            for p, pointer, dtype, numel in zip(self._engine._params, self._pointers,
+                                                self._dtypes, self._numels):
+                g = p.grad
+                if g is None:
+                    if p.data_ptr() != pointer:
+                        return None
+                    append(0)
+                elif (p.data_ptr() == pointer and g.dtype is dtype and g.numel() == numel
+                      and g.is_contiguous() and not g.is_neg() and g.is_cpu):
+                    append(g.data_ptr())
+                    hold(g)
+                else:
+                    return None
+        except RuntimeError:  # a sparse grad has no strides
+            return None
+        return GradAddresses(addresses, grads)
+
+    def _check_not_moved(self) -> None:
+        pointers = [p.data_ptr() for p in self._engine._params]
+        if pointers != self._pointers:
+            i = next(i for i, (a, b) in enumerate(zip(pointers, self._pointers)) if a != b)
+            raise RuntimeError(
+                f"{type(self).__name__}: params[{i}] no longer has the memory this optimizer "
+                "was built with (its .data was replaced, e.g. by module.to() or .half()); build "
+                "the optimizer after moving or converting the model")
+
+    # -----------------------------------------------------------------------------------------
+    # state
+
+    def _source(self) -> tuple:
+        """What opt.state is built from: the engine's runner (a new one after state buffers are
+        added) and which params have taken a step."""
+        engine = self._engine
+        return engine._plan, int(np.count_nonzero(engine._steps))
+
+    def _refresh_state(self) -> None:
+        """opt.state: for each param that has taken a step, torch tensors sharing memory with the
+        engine's state (its step count: a view of the float32 copy of the counts)."""
+        engine = self._engine
+        self._steps.numpy()[...] = engine._steps
+        host = {name: torch.from_numpy(values) for name, values in engine._host.items()}
+        state: defaultdict = defaultdict(dict)
+        for i, p in enumerate(engine._params):
+            if engine._steps[i] == 0:
+                continue
+            entry = {"step": self._steps[i]} if self._state_has_step else {}
+            for name, values in host.items():
+                entry[name] = values[i]
+            for name, buffer in engine._buffers[i].items():
+                entry[name] = _as_tensor(buffer)
+            if entry:
+                state[p] = entry
+        self.state = state
+        self._state_source = self._source()
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's state dict: {"state": {index: {"step": tensor, <buffers>}},
+        "param_groups": [...]}. The buffers are the optimizer's own tensors (as torch's are);
+        "step" and torch's scalar states are copies."""
+        live = self.state
+        self.state = {p: {k: v.clone() if v.ndim == 0 else v for k, v in entry.items()}
+                      for p, entry in live.items()}
+        try:
+            return super().state_dict()
+        finally:
+            self.state = live
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a state dict of this class or of the torch.optim class of the same name, for the
+        same param groups. Values are copied into this optimizer's state, which keeps its dtypes:
+        a checkpoint whose state has other dtypes (or another layout, other shapes, invalid
+        hyperparameters) is refused with pyoptim.CheckpointError, and nothing changes."""
+        state_dict = dict(state_dict)
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        engine = self._engine
+        saved_groups = state_dict.get("param_groups")
+        if isinstance(saved_groups, (list, tuple)):  # the engine checks and takes its keys
+            state_dict["param_groups"] = [
+                _engine_keys(saved, engine) if isinstance(saved, dict) else saved
+                for saved in saved_groups]
+            for g, saved in enumerate(state_dict["param_groups"]):
+                if isinstance(saved, dict):
+                    _check_lr(saved.get("lr"), f"param_groups[{g}]: lr")
+        engine.load_state_dict(state_dict)
+        for group, saved in zip(self.param_groups, saved_groups):
+            # torch's rule for other keys: the checkpoint's, but param_names stay if it has none
+            for key in _extra_keys(group, engine):
+                if key not in saved and key != "param_names":
+                    del group[key]
+            group.update(_extra_keys(saved, engine))
+        self._refresh_state()
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    def __getstate__(self):
+        raise TypeError(
+            f"a pyoptim.torch.{type(self).__name__} cannot be pickled or copied (its state is "
+            "bound to its params' memory); save and load its state_dict() instead")
+
+
+# ---------------------------------------------------------------------------------------------
+# the optimizers
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD on pyoptim's kernels (pyoptim.SGD; equations: pyoptim.reference.sgd).
+    Its state is torch's: a ``momentum_buffer`` per param that has taken a step with momentum,
+    no step count."""
+
+    _engine_class = optim.SGD
+    _state_has_step = False
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad on pyoptim's kernels (pyoptim.Adagrad; dense gradients only)."""
+
+    _engine_class = optim.Adagrad
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop on pyoptim's kernels (pyoptim.RMSprop)."""
+
+    _engine_class = optim.RMSprop
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam on pyoptim's kernels (pyoptim.Adam)."""
+
+    _engine_class = optim.Adam
+
+
+class AdamW(Optimizer):
+    """torch.optim.AdamW on pyoptim's kernels (pyoptim.AdamW)."""
+
+    _engine_class = optim.AdamW
+
+
+class Adamax(Optimizer):
+    """torch.optim.Adamax on pyoptim's kernels (pyoptim.Adamax)."""
+
+    _engine_class = optim.Adamax
+
+
+class NAdam(Optimizer):
+    """torch.optim.NAdam on pyoptim's kernels (pyoptim.NAdam); ``mu_product`` is a float32 CPU
+    tensor per param, as torch keeps it."""
+
+    _engine_class = optim.NAdam
+
+
+class RAdam(Optimizer):
+    """torch.optim.RAdam on pyoptim's kernels (pyoptim.RAdam)."""
+
+    _engine_class = optim.RAdam
+
+
+class Adadelta(Optimizer):
+    """torch.optim.Adadelta on pyoptim's kernels (pyoptim.Adadelta)."""
+
+    _engine_class = optim.Adadelta
+
+
+class ASGD(Optimizer):
+    """torch.optim.ASGD on pyoptim's kernels (pyoptim.ASGD); ``eta`` and ``mu`` are float32 CPU
+    tensors per param, as torch keeps them."""
+
+    _engine_class = optim.ASGD
+
+
+class Rprop(Optimizer):
+    """torch.optim.Rprop on pyoptim's kernels (pyoptim.Rprop)."""
+
+    _engine_class = optim.Rprop
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al. 2023; not in torch.optim) as a torch optimizer, on pyoptim's kernels
+    (pyoptim.Lion: its arguments and defaults)."""
+
+    _engine_class = optim.Lion
+
+
+class Lamb(Optimizer):
+    """LAMB (You et al. 2020, as optax.lamb; not in torch.optim) as a torch optimizer, on
+    pyoptim's kernels (pyoptim.Lamb: its arguments and defaults). The trust ratio is per param
+    tensor, i.e. per layer: a step runs the whole group in one call all the same."""
+
+    _engine_class = optim.Lamb
+
+
+# every hyperparameter name of pyoptim's optimizers (torch's flags included)
+_HYPERPARAMETERS = frozenset().union(
+    *(cls._engine_class(NO_PARAMS).defaults for cls in Optimizer.__subclasses__()))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _numpy_dtype(dtype) -> np.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype == torch.bfloat16:
+            return _BFLOAT16
+        return np.dtype(str(dtype).removeprefix("torch."))
+    return np.dtype(dtype)
+
+
+def _check_lr(lr, where: str) -> None:
+    if isinstance(lr, (torch.Tensor, Schedule)):
+        raise TypeError(
+            f"{where}: pyoptim.torch takes a number as lr, got a {type(lr).__name__}; schedule it "
+            "with torch.optim.lr_scheduler")
+
+
+def _engine_keys(group: dict, engine: optim.Optimizer) -> dict:
+    """What of a param group goes to the engine: its params and hyperparameters, and any other
+    optimizer's hyperparameter (which it refuses: a group or checkpoint meant for another
+    optimizer)."""
+    return {k: v for k, v in group.items()
+            if k == "params" or k in engine.defaults or k in _HYPERPARAMETERS}
+
+
+def _extra_keys(group: dict, engine: optim.Optimizer) -> dict:
+    """A group's other keys, which ride along as in torch: param_names, torch's lr schedulers'
+    (initial_lr...), the user's own."""
+    return {k: v for k, v in group.items() if k != "params" and k not in engine.defaults
+            and k not in _HYPERPARAMETERS}
+
+
+def _host_grad(g: torch.Tensor, i: int):
+    """A NumPy view of a CPU gradient (a contiguous copy if it is not contiguous: it is only
+    read). Anything else goes to the engine as it is, which views or refuses it by name."""
+    try:
+        if not g.is_contiguous():
+            g = g.contiguous()
+        if g.dtype == torch.bfloat16:
+            return g.view(torch.int16).numpy().view(_BFLOAT16)
+        return g.numpy()
+    except (RuntimeError, TypeError):  # another device, requires grad, sparse...
+        if g.layout != torch.strided:
+            raise TypeError(f"grads[{i}] is a {g.layout} gradient; pyoptim.torch updates with "
+                            "dense gradients only") from None
+        return g
+
+
+def _as_tensor(buffer) -> torch.Tensor:
+    """A torch tensor sharing memory with a state buffer (a NumPy array, or a GPU tensor)."""
+    if isinstance(buffer, torch.Tensor):
+        return buffer
+    if buffer.dtype == _BFLOAT16:
+        return torch.from_numpy(buffer.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(buffer)

@@ -1,0 +1,564 @@
+"""pyoptim.torch against torch.optim 2.13: small real models trained side by side (every
+optimizer, two param groups, float64 and float32), params without grads, add_param_group,
+closures, hooks, named params, LR schedulers, 16-bit params against the reference, pyoptim's own
+options, refusals, and `import pyoptim` without torch.
+
+Helpers here are shared with the other tests/test_torch_*.py files."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from pyoptim import _cpu, reference
+from cases import FULL_CASES, Case
+
+torch = pytest.importorskip("torch", reason="torch is not installed: pyoptim.torch needs it "
+                                            "(pip install 'pyoptim[torch]'; CI installs 2.13.0)")
+pt = pytest.importorskip("pyoptim.torch")
+nn = torch.nn
+# The models here are tiny: torch's intra-op threads only contend for the 2 cores CI has (the
+# same forward and backward take 10-50x longer with 2 threads on a busy machine).
+torch.set_num_threads(1)
+
+needs_core = pytest.mark.skipif(not _cpu.available(), reason="the compiled extension is not built")
+
+TORCH_NAMES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
+               "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam",
+               "adadelta": "Adadelta", "asgd": "ASGD", "rprop": "Rprop"}  # Lion: not in torch
+STEPS = 30
+# float64: the same operations to rounding (torch's for-loop orders a few of them differently);
+# float32: torch's kernels contract some products into FMAs, and 30 steps of training feed the
+# differences back through the gradients.
+TOLERANCES = {torch.float64: dict(rtol=1e-9, atol=1e-12), torch.float32: dict(rtol=1e-4, atol=1e-5)}
+# centered RMSprop divides by sqrt(square_avg - grad_avg**2): the subtraction cancels, and
+# differences of an ulp in either term (torch's FMAs) come out 100x larger, more in float32
+CENTERED = {torch.float64: dict(rtol=1e-7, atol=1e-10),
+            torch.float32: dict(rtol=5e-3, atol=5e-4)}
+
+
+class ConvNet(nn.Module):
+    """A tiny conv net: conv, layer norm, two linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.norm = nn.LayerNorm([3, 5, 5])
+        self.fc1 = nn.Linear(75, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.norm(self.conv(x)))
+        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
+
+
+def make_model(dtype=torch.float32, seed=0, cls=ConvNet):
+    torch.manual_seed(seed)
+    return cls().to(dtype)
+
+
+def make_data(dtype=torch.float32, seed=1, batch=8):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 2, 5, 5, generator=g).to(dtype),
+            torch.randn(batch, 4, generator=g).to(dtype))
+
+
+def loss_of(model, data):
+    x, y = data
+    return nn.functional.mse_loss(model(x), y)
+
+
+def train_step(model, opt, data):
+    opt.zero_grad()
+    loss = loss_of(model, data)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def groups_of(model, case=None, lr=None):
+    """Two param groups: conv, norm and fc1; fc2 with another lr (and weight decay)."""
+    second = {}
+    if case is not None:
+        second["lr"] = case.hyperparameters["lr"] * 0.5
+        if "weight_decay" in case.spec.defaults:
+            second["weight_decay"] = 0.02
+    first = [p for name, p in model.named_parameters() if not name.startswith("fc2")]
+    return [{"params": first}, {"params": list(model.fc2.parameters()), **second}]
+
+
+def kwargs_of(case):
+    hp = dict(case.hyperparameters)
+    if case.optimizer == "adagrad":
+        hp["initial_accumulator_value"] = 0.1
+    return hp
+
+
+def _numpy(t):
+    return t.detach().cpu().float().numpy()  # float32 holds 16-bit values exactly
+
+
+def assert_same_state(ours, theirs, params_ours, params_theirs, check_dtypes=True, **tolerance):
+    """Params and every state entry of two optimizers over twin models, elementwise."""
+    for i, (p, q) in enumerate(zip(params_ours, params_theirs)):
+        np.testing.assert_allclose(_numpy(p), _numpy(q), **tolerance, err_msg=f"params[{i}]")
+        mine, other = ours.state.get(p, {}), theirs.state.get(q, {})
+        names = {k for k, v in other.items() if v is not None}
+        assert set(mine) - {"step"} == names - {"step"}, f"state names of params[{i}]"
+        for name in names:
+            got, want = mine[name], other[name]
+            if name == "step":
+                assert float(got) == float(want), f"step of params[{i}]"
+                continue
+            assert got.dtype == want.dtype or not check_dtypes, f"{name} of params[{i}]"
+            np.testing.assert_allclose(_numpy(got), _numpy(want), **tolerance,
+                                       err_msg=f"{name} of params[{i}]")
+
+
+def side_by_side(name, kwargs, dtype=torch.float32, steps=STEPS, groups=groups_of, seed=0,
+                 cls=ConvNet):
+    """Twin models trained by torch.optim.<name> and pyoptim.torch.<name>."""
+    theirs_model, ours_model = make_model(dtype, seed, cls), make_model(dtype, seed, cls)
+    theirs = getattr(torch.optim, name)(groups(theirs_model), **kwargs)
+    ours = getattr(pt, name)(groups(ours_model), **kwargs)
+    data = make_data(dtype)
+    for _ in range(steps):
+        train_step(theirs_model, theirs, data)
+        train_step(ours_model, ours, data)
+    return ours, ours_model, theirs, theirs_model
+
+
+def _trajectory_cases():
+    """Per optimizer: the defaults and every option on, without maximize in float32 (maximizing a
+    loss diverges, and float32 rounding differences grow with it); with it in float64."""
+    out = []
+    for full in FULL_CASES:
+        if full.optimizer not in TORCH_NAMES:
+            continue
+        default = Case(full.optimizer, {"lr": full.hyperparameters["lr"]})
+        descent = Case(full.optimizer, {**full.hyperparameters, "maximize": False})
+        out += [pytest.param(c, d, id=f"{d}-{c.id}") for c in (default, descent)
+                for d in ("float64", "float32")]
+        out.append(pytest.param(full, "float64", id=f"float64-{full.id}"))
+    return out
+
+
+@needs_core
+@pytest.mark.parametrize("case, dtype", _trajectory_cases())
+def test_training_matches_torch_optim(case, dtype):
+    name = TORCH_NAMES[case.optimizer]
+    dtype = getattr(torch, dtype)
+    ours, ours_model, theirs, theirs_model = side_by_side(
+        name, kwargs_of(case), dtype, groups=lambda m: groups_of(m, case))
+    tolerance = TOLERANCES[dtype]
+    if case.hyperparameters.get("centered"):
+        tolerance = CENTERED[dtype]
+    assert_same_state(ours, theirs, list(ours_model.parameters()),
+                      list(theirs_model.parameters()), **tolerance)
+    if name != "SGD":  # torch's SGD keeps no step count
+        for p in ours_model.parameters():
+            assert float(ours.state[p]["step"]) == STEPS
+
+
+# pyoptim's own optimizers, not in torch.optim: name -> (hyperparameters, state names)
+NOT_IN_TORCH = {"Lion": (dict(lr=1e-3, weight_decay=0.1), ("exp_avg",)),
+                "Lamb": (dict(lr=1e-2, weight_decay=0.1), ("exp_avg", "exp_avg_sq"))}
+
+
+@needs_core
+@pytest.mark.parametrize("name", sorted(NOT_IN_TORCH))
+def test_optimizers_not_in_torch_train_like_the_reference(name):
+    """Lion and Lamb have no torch.optim counterpart: each step against pyoptim.reference, bit
+    for bit, on the model's own gradients, with two param groups (Lamb: a trust ratio per
+    tensor)."""
+    kwargs, names = NOT_IN_TORCH[name]
+    model = make_model(torch.float32)
+    opt = getattr(pt, name)(groups_of(model), **kwargs)
+    function = getattr(reference, name.lower())
+    params = list(model.parameters())
+    copies = [p.detach().numpy().copy() for p in params]
+    states = [{n: np.zeros_like(c) for n in names} for c in copies]
+    data = make_data()
+    for t in range(1, STEPS + 1):
+        train_step(model, opt, data)
+        for c, s, p in zip(copies, states, params):
+            function(c, p.grad.numpy(), **s, step=t, **kwargs)
+    for i, (c, s, p) in enumerate(zip(copies, states, params)):
+        np.testing.assert_array_equal(p.detach().numpy(), c, err_msg=f"params[{i}]")
+        for n in names:
+            np.testing.assert_array_equal(opt.state[p][n].numpy(), s[n], err_msg=f"{n} [{i}]")
+        assert opt.state[p]["step"] == STEPS
+
+
+# ---------------------------------------------------------------------------------------------
+# the class
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_NAMES.values()))
+def test_signature_and_defaults_are_torchs(name):
+    ours = inspect.signature(getattr(pt, name)).parameters
+    theirs = inspect.signature(getattr(torch.optim, name)).parameters
+    for key, parameter in theirs.items():
+        assert key in ours, key
+        assert ours[key].default == parameter.default, key
+        assert ours[key].kind == parameter.kind, key
+    extra = set(ours) - set(theirs)
+    assert extra <= {"state_dtype", "max_grad_norm", "clip_value", "skip_nonfinite", "backend"}
+    assert all(ours[k].kind == inspect.Parameter.KEYWORD_ONLY for k in extra)
+
+
+@needs_core
+@pytest.mark.parametrize("name", sorted(TORCH_NAMES.values()))
+def test_param_groups_and_defaults_look_like_torchs(name):
+    ours = getattr(pt, name)([torch.zeros(3, requires_grad=True)])
+    theirs = getattr(torch.optim, name)([torch.zeros(3, requires_grad=True)])
+    assert isinstance(ours, torch.optim.Optimizer)
+    assert ours.defaults == theirs.defaults
+    assert list(ours.param_groups[0]) == list(theirs.param_groups[0])
+    for key, value in theirs.param_groups[0].items():
+        if key != "params":
+            assert ours.param_groups[0][key] == value, key
+
+
+@needs_core
+def test_positional_hyperparameters_as_torch_takes_them():
+    p = torch.zeros(3, requires_grad=True)
+    opt = pt.SGD([p], 0.1, 0.9)  # lr, momentum
+    assert (opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]) == (0.1, 0.9)
+    with pytest.raises(TypeError):
+        pt.SGD([p], 0.1, bogus=1)
+
+
+@needs_core
+def test_a_param_without_grad_is_left_alone_as_torch_does():
+    """A frozen param (never a grad) and one whose grad is None every other step."""
+    def groups(model):
+        model.conv.bias.requires_grad_(False)
+        return groups_of(model)
+
+    theirs_model, ours_model = make_model(), make_model()
+    theirs = torch.optim.Adam(groups(theirs_model), lr=0.01)
+    ours = pt.Adam(groups(ours_model), lr=0.01)
+    data = make_data()
+    for t in range(10):
+        for model, opt in ((theirs_model, theirs), (ours_model, ours)):
+            opt.zero_grad()
+            loss_of(model, data).backward()
+            if t % 2:
+                model.fc1.weight.grad = None
+            opt.step()
+    frozen = ours_model.conv.bias
+    np.testing.assert_array_equal(frozen.detach().numpy(), make_model().conv.bias.detach().numpy())
+    assert frozen not in ours.state and theirs_model.conv.bias not in theirs.state
+    assert ours.state[ours_model.fc1.weight]["step"] == 5
+    assert_same_state(ours, theirs, list(ours_model.parameters()),
+                      list(theirs_model.parameters()), **TOLERANCES[torch.float32])
+
+
+class _Spy:
+    """Stands in for a _core.Plan and records which of its methods a step calls."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.calls = []
+
+    def __getattr__(self, name):
+        method = getattr(self.plan, name)
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
+@needs_core
+def test_a_step_is_one_kernel_call_on_the_tensors_memory():
+    """Zero-copy: the kernels update the params' memory and the state tensors are the kernels'
+    buffers. A step over two param groups (two rows of scalars) and a frozen param is one call
+    into C++ (Plan.run), with the grads by address; a non-contiguous grad takes the general
+    path (a NumPy view of a contiguous copy) to the same result."""
+    models = [make_model(), make_model()]
+    for model in models:
+        model.conv.bias.requires_grad_(False)
+    opts = [pt.AdamW(groups_of(m, Case("adamw", {"lr": 0.01})), lr=0.01) for m in models]
+    spies = []
+    for opt in opts:
+        runner = opt._engine._runner()
+        runner.plan = _Spy(runner.plan)
+        spies.append(runner.plan)
+    data = make_data()
+    for t in range(3):
+        for k, (model, opt) in enumerate(zip(models, opts)):
+            opt.zero_grad()
+            loss_of(model, data).backward()
+            if k == 1 and t == 2:  # the same values, another layout
+                g = model.fc1.weight.grad
+                model.fc1.weight.grad = g.t().contiguous().t()
+                assert not model.fc1.weight.grad.is_contiguous()
+            opt.step()
+    assert spies[0].calls == ["set_grad_addresses", "run"] * 3
+    assert spies[1].calls == ["set_grad_addresses", "run"] * 2 + ["set_grads", "run"]
+    engine = opts[0]._engine
+    for i, p in enumerate(models[0].parameters()):
+        assert engine._views[i].ctypes.data == p.data_ptr()
+        for name, tensor in opts[0].state.get(p, {}).items():
+            if name != "step":
+                assert tensor.data_ptr() == engine._buffers[i][name].ctypes.data, (i, name)
+    assert models[0].conv.bias not in opts[0].state
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(p, q)
+
+
+@needs_core
+def test_a_step_without_any_grad_changes_nothing():
+    model = make_model()
+    opt = pt.Adam(model.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+    assert len(opt.state) == 0 and opt.state_dict()["state"] == {}
+
+
+@needs_core
+def test_add_param_group_later_as_torch_does():
+    """Unfreezing a layer mid-training: fc2 joins as a second group after 5 steps."""
+    theirs_model, ours_model = make_model(torch.float64), make_model(torch.float64)
+    data = make_data(torch.float64)
+    rest = lambda m: [p for n, p in m.named_parameters() if not n.startswith("fc2")]  # noqa: E731
+    theirs = torch.optim.RMSprop(rest(theirs_model), lr=0.01, momentum=0.5)
+    ours = pt.RMSprop(rest(ours_model), lr=0.01, momentum=0.5)
+    for t in range(12):
+        if t == 5:
+            for model, opt in ((theirs_model, theirs), (ours_model, ours)):
+                opt.add_param_group({"params": list(model.fc2.parameters()), "lr": 0.003,
+                                     "centered": True, "tag": "head"})
+        train_step(theirs_model, theirs, data)
+        train_step(ours_model, ours, data)
+    assert ours.param_groups[1]["tag"] == "head" and ours.param_groups[1]["centered"] is True
+    assert_same_state(ours, theirs, list(ours_model.parameters()),
+                      list(theirs_model.parameters()), **TOLERANCES[torch.float64])
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        ours.add_param_group({"params": [ours_model.fc2.bias]})
+    assert len(ours.param_groups) == 2
+
+
+@needs_core
+def test_closure_returns_the_loss_and_steps_like_torch():
+    theirs_model, ours_model = make_model(torch.float64), make_model(torch.float64)
+    theirs = torch.optim.SGD(theirs_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    ours = pt.SGD(ours_model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    data = make_data(torch.float64)
+
+    def closure_of(model, opt):
+        def closure():
+            opt.zero_grad()
+            loss = loss_of(model, data)
+            loss.backward()
+            return loss
+        return closure
+
+    for _ in range(10):
+        loss_theirs = theirs.step(closure_of(theirs_model, theirs))
+        loss_ours = ours.step(closure_of(ours_model, ours))
+        assert loss_ours.item() == pytest.approx(loss_theirs.item(), rel=1e-12)
+    assert_same_state(ours, theirs, list(ours_model.parameters()),
+                      list(theirs_model.parameters()), **TOLERANCES[torch.float64])
+
+
+@needs_core
+def test_zero_grad_and_step_hooks_are_torchs():
+    model = make_model()
+    opt = pt.Adam(model.parameters(), lr=0.01)
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
+    train_step(model, opt, make_data())
+    assert calls == ["pre", "post"]
+    loss_of(model, make_data()).backward()
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+@needs_core
+def test_named_parameters_keep_their_names_as_torchs_do():
+    model = make_model()
+    opt = pt.AdamW(model.named_parameters(), lr=0.01)
+    names = [n for n, _ in model.named_parameters()]
+    assert opt.param_groups[0]["param_names"] == names
+    train_step(model, opt, make_data())
+    assert opt.state_dict()["param_groups"][0]["param_names"] == names
+    assert opt.state_dict()["param_groups"][0]["params"] == list(range(len(names)))
+
+
+# ---------------------------------------------------------------------------------------------
+# LR schedulers
+
+
+def _schedulers(opt, which):
+    s = torch.optim.lr_scheduler
+    if which == "step":
+        return s.StepLR(opt, step_size=4, gamma=0.5)
+    if which == "warmup-cosine":
+        return s.SequentialLR(opt, [s.LinearLR(opt, start_factor=0.1, total_iters=5),
+                                    s.CosineAnnealingLR(opt, T_max=25, eta_min=1e-4)],
+                              milestones=[5])
+    if which == "one-cycle":  # also cycles Adam's beta1 (a new betas tuple in the group)
+        return s.OneCycleLR(opt, max_lr=0.02, total_steps=STEPS)
+    return s.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+
+
+@needs_core
+@pytest.mark.parametrize("which", ["step", "warmup-cosine", "one-cycle", "plateau"])
+def test_torch_lr_schedulers_drive_the_optimizer(which):
+    theirs_model, ours_model = make_model(torch.float64), make_model(torch.float64)
+    theirs = torch.optim.Adam(groups_of(theirs_model), lr=0.01)
+    ours = pt.Adam(groups_of(ours_model), lr=0.01)
+    data = make_data(torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own scheduler warnings (e.g. SequentialLR)
+        scheds = [_schedulers(theirs, which), _schedulers(ours, which)]
+        lrs = []
+        for t in range(STEPS):
+            train_step(theirs_model, theirs, data)
+            train_step(ours_model, ours, data)
+            for sched in scheds:
+                sched.step(1.0) if which == "plateau" else sched.step()  # a plateau: no progress
+            assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in theirs.param_groups]
+            assert [g["betas"] for g in ours.param_groups] == \
+                [g["betas"] for g in theirs.param_groups]
+            lrs.append(ours.param_groups[0]["lr"])
+    assert len(set(lrs)) > 2  # the schedule moved
+    assert_same_state(ours, theirs, list(ours_model.parameters()),
+                      list(theirs_model.parameters()), **TOLERANCES[torch.float64])
+
+
+# ---------------------------------------------------------------------------------------------
+# 16-bit params
+
+
+@needs_core
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("state_dtype", [None, "param"])
+def test_16bit_params_train_like_the_reference(dtype, state_dtype):
+    """16-bit params, float32 state by default (or the param's dtype): each step against
+    pyoptim.reference.adamw on the model's own gradients, bit for bit."""
+    model = make_model(dtype)
+    kwargs = dict(lr=0.01, weight_decay=0.1)
+    opt = pt.AdamW(model.parameters(), **kwargs,
+                   state_dtype=None if state_dtype is None else dtype)
+    params = list(model.parameters())
+    np_dtype = np.float32 if state_dtype is None else pt._numpy_dtype(dtype)
+    copies = [pt._host_grad(p.detach(), i).copy() for i, p in enumerate(params)]
+    states = [(np.zeros(c.shape, np_dtype), np.zeros(c.shape, np_dtype)) for c in copies]
+    data = make_data(dtype)
+    for t in range(1, 11):
+        train_step(model, opt, data)
+        for i, (c, (m, v), p) in enumerate(zip(copies, states, params)):
+            reference.adamw(c, pt._host_grad(p.grad, i), exp_avg=m, exp_avg_sq=v, step=t,
+                            **kwargs)
+    for i, (c, (m, v), p) in enumerate(zip(copies, states, params)):
+        assert p.dtype == dtype
+        np.testing.assert_array_equal(pt._host_grad(p.detach(), i), c, err_msg=f"params[{i}]")
+        for name, want in (("exp_avg", m), ("exp_avg_sq", v)):
+            got = opt.state[p][name]
+            assert got.dtype == (torch.float32 if state_dtype is None else dtype)
+            np.testing.assert_array_equal(pt._host_grad(got, i), want, err_msg=f"{name} [{i}]")
+
+
+# ---------------------------------------------------------------------------------------------
+# pyoptim's options through pyoptim.torch
+
+
+@needs_core
+def test_max_grad_norm_equals_clip_grad_norm_then_the_step():
+    theirs_model, ours_model = make_model(torch.float64), make_model(torch.float64)
+    theirs = torch.optim.Adam(theirs_model.parameters(), lr=0.01)
+    ours = pt.Adam(ours_model.parameters(), lr=0.01, max_grad_norm=0.5)
+    data = make_data(torch.float64)
+    for _ in range(10):
+        theirs.zero_grad()
+        loss_of(theirs_model, data).backward()
+        nn.utils.clip_grad_norm_(theirs_model.parameters(), 0.5)
+        theirs.step()
+        train_step(ours_model, ours, data)
+    assert_same_state(ours, theirs, list(ours_model.parameters()),
+                      list(theirs_model.parameters()), **TOLERANCES[torch.float64])
+    grads = [p.grad.clone() for p in ours_model.parameters()]
+    assert ours._engine.last_grad_norm == pytest.approx(
+        float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))), rel=1e-12)
+
+
+@needs_core
+def test_skip_nonfinite_leaves_everything_alone():
+    model = make_model()
+    opt = pt.Adam(model.parameters(), lr=0.01, skip_nonfinite=True)
+    data = make_data()
+    train_step(model, opt, data)
+    params = [p.detach().clone() for p in model.parameters()]
+    state = copy.deepcopy(opt.state_dict()["state"])
+    opt.zero_grad()
+    loss_of(model, data).backward()
+    model.fc1.weight.grad[2, 3] = float("nan")
+    opt.step()
+    for p, q in zip(model.parameters(), params):
+        assert torch.equal(p, q)
+    for i, entry in opt.state_dict()["state"].items():
+        for name, value in entry.items():
+            assert torch.equal(value, state[i][name]), (i, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# refusals
+
+
+@needs_core
+def test_replaced_param_memory_is_refused():
+    model = make_model()
+    opt = pt.Adam(model.parameters())
+    loss_of(model, make_data()).backward()
+    model.fc1.weight.data = model.fc1.weight.data.clone()
+    with pytest.raises(RuntimeError, match=r"params\[4\] no longer has the memory"):
+        opt.step()
+
+
+@needs_core
+def test_refusals_name_what_is_wrong():
+    p = nn.Parameter(torch.ones(4))
+    with pytest.raises(TypeError, match="lr"):
+        pt.Adam([p], lr=torch.tensor(0.01))
+    with pytest.raises(ValueError, match="differentiable"):
+        pt.Adam([p], differentiable=True)
+    with pytest.raises(TypeError, match="only optimize Tensors"):
+        pt.Adam([np.ones(3, np.float32)])
+    with pytest.raises(ValueError, match="empty parameter list"):
+        pt.Adam([])
+    with pytest.raises(ValueError, match="non-leaf"):
+        pt.Adam([p * 2])
+    with pytest.raises(TypeError, match="dtype"):
+        pt.SGD([nn.Parameter(torch.ones(3, dtype=torch.complex64))])
+    with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['momentum'\]"):
+        pt.Adam([{"params": [p], "momentum": 0.9}])  # another optimizer's: torch ignores it
+    opt = pt.Adagrad([p])
+    p.grad = torch.ones(4).to_sparse()
+    with pytest.raises(TypeError, match="dense gradients only"):
+        opt.step()
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        copy.deepcopy(opt)
+
+
+def test_import_pyoptim_does_not_import_torch():
+    code = ("import sys, pyoptim, pyoptim.optim, pyoptim.functional, pyoptim.flat; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "import pyoptim.torch; assert 'torch' in sys.modules; "
+            "import torch; assert pyoptim.torch.torch is torch")
+    subprocess.run([sys.executable, "-c", code], check=True)
