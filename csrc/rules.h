@@ -403,7 +403,7 @@ struct Lamb {
 
 #define PYOPTIM_LAMB_SCALARS(X)                                                                  \
   X(grad_factor) X(weight_decay) X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2)      \
-  X(bias_correction1) X(bias_correction2) X(eps) X(lr)
+  X(inv_bias_correction1) X(inv_bias_correction2) X(eps) X(lr)
   PYOPTIM_SCALARS(PYOPTIM_LAMB_SCALARS)
 #undef PYOPTIM_LAMB_SCALARS
 
@@ -414,11 +414,12 @@ struct Lamb {
     exp_avg_sq = s.one_minus_beta2 * (grad * grad) + s.beta2 * exp_avg_sq;
   }
 
-  // the update direction, from the stored moments (both passes)
+  // the update direction, from the stored moments (both passes); the bias corrections are
+  // applied as products with their reciprocals (see reference.lamb): one division per element
   template <unsigned F, class T>
   static T direction(T param, T exp_avg, T exp_avg_sq, const Scalars<T>& s) {
-    const T exp_avg_hat = exp_avg / s.bias_correction1;
-    const T exp_avg_sq_hat = exp_avg_sq / s.bias_correction2;
+    const T exp_avg_hat = exp_avg * s.inv_bias_correction1;
+    const T exp_avg_sq_hat = exp_avg_sq * s.inv_bias_correction2;
     T update = exp_avg_hat / (std::sqrt(exp_avg_sq_hat) + s.eps);
     if constexpr (F & kWeightDecay) update = update + s.weight_decay * param;
     return update;

@@ -408,8 +408,8 @@ def lamb(T, *, weight_decay):
     @device
     def direction(param, exp_avg, exp_avg_sq, s):
         # from the moments as stored (both passes)
-        exp_avg_hat = exp_avg / s.bias_correction1
-        exp_avg_sq_hat = exp_avg_sq / s.bias_correction2
+        exp_avg_hat = mul(exp_avg, s.inv_bias_correction1)
+        exp_avg_sq_hat = mul(exp_avg_sq, s.inv_bias_correction2)
         update = exp_avg_hat / (sqrt(exp_avg_sq_hat) + s.eps)
         if weight_decay:
             update = update + mul(s.weight_decay, param)

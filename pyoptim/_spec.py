@@ -203,8 +203,8 @@ class LambScalars(NamedTuple):
     one_minus_beta1: float
     beta2: float
     one_minus_beta2: float
-    bias_correction1: float
-    bias_correction2: float
+    inv_bias_correction1: float
+    inv_bias_correction2: float
     eps: float
     lr: float
 
@@ -518,8 +518,8 @@ def _lamb_scalars(hp, step, grad_factor, host):
         one_minus_beta1=1 - beta1,
         beta2=beta2,
         one_minus_beta2=1 - beta2,
-        bias_correction1=1 - beta1**step,
-        bias_correction2=1 - beta2**step,
+        inv_bias_correction1=1 / (1 - beta1**step),
+        inv_bias_correction2=1 / (1 - beta2**step),
         eps=float(hp["eps"]),
         lr=float(hp["lr"]),
     )

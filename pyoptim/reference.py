@@ -556,7 +556,8 @@ def lamb(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
         g = -g                            if maximize
         m = (1 - beta1) * g + beta1 * m   (optax's moment form, not torch's lerp)
         v = (1 - beta2) * (g * g) + beta2 * v
-        u = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)  [from m, v as stored]
+        u = (m * c1) / (sqrt(v * c2) + eps)   [from m, v as stored]
+            c1 = 1 / (1 - beta1^t), c2 = 1 / (1 - beta2^t)   (float64, then the compute dtype)
         u = u + weight_decay * p          if weight_decay != 0 (decoupled: in the update)
         r = ||p|| / ||u||,  1 where either norm is 0        (the trust ratio)
         p = p - lr * (u * r)
@@ -564,7 +565,10 @@ def lamb(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
     Conventions, after optax (the reference implementation most used) rather than NVIDIA's
     NVLAMB: eps is added outside the square root after the bias corrections, as in Adam; weight
     decay enters the update before the trust ratio, so the ratio also scales the decay; the ratio
-    is neither clipped nor replaced by 1 beyond the zero-norm case. The norms are float64 sums in
+    is neither clipped nor replaced by 1 beyond the zero-norm case. The bias corrections are
+    applied by multiplying with their reciprocals, where optax divides: the moments' estimates
+    then differ from optax's by at most an ulp, and a step costs one division per element
+    instead of three (LAMB computes its direction twice, once per pass). The norms are float64 sums in
     the fixed order of :func:`sum_of_squares` (the kernels use the same), so the ratio does not
     depend on threads. "Layer-wise" is per param array: pass one array per layer (a flat buffer
     of the whole model gets one ratio). Defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
@@ -577,7 +581,7 @@ def lamb(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
         _store(exp_avg, s.one_minus_beta1 * g + s.beta1 * _load(exp_avg, dtype))
         _store(exp_avg_sq, s.one_minus_beta2 * (g * g) + s.beta2 * _load(exp_avg_sq, dtype))
         m, v = _load(exp_avg, dtype), _load(exp_avg_sq, dtype)  # as stored
-        u = (m / s.bias_correction1) / (np.sqrt(v / s.bias_correction2) + s.eps)
+        u = (m * s.inv_bias_correction1) / (np.sqrt(v * s.inv_bias_correction2) + s.eps)
         if weight_decay != 0:
             u = u + s.weight_decay * p
         param_norm = math.sqrt(sum_of_squares([p])[0])
