@@ -1,0 +1,84 @@
+// How much of Adam's time in cache is its divisions: the update loop of csrc/rules.h (Adam,
+// fp32, no weight decay) with torch's rounding (two divisions and a square root per element),
+// and the same loop with fewer divider operations (wrong math, for the bound only):
+//   exact     sqrt(v) / c2 + eps, then (step_size * m) / denom      2 div + 1 sqrt (torch, pyoptim)
+//   recip     sqrt(v) * (1/c2) + eps, then (step_size * m) / denom  1 div + 1 sqrt (DeepSpeed-like)
+//   nodiv     v * (1/c2) + eps, then (step_size * m) * denom        0 div, same bytes
+// One thread, arrays 64-byte aligned, sizes in L1/L2, L2, L3 (2^20: 16 MB, the cell of the
+// "Adam fp32 at 2^20" target) and DRAM; rounds interleaved, median of each. Build and run:
+//   bash bench/divider/run.sh
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+struct Scalars {
+  float one_minus_beta1, beta2, one_minus_beta2, step_size, c2, inv_c2, eps;
+};
+
+enum class Variant { kExact, kRecip, kNoDiv };
+
+template <Variant V>
+__attribute__((noinline)) void step(float* __restrict p, const float* __restrict g,
+                                    float* __restrict m, float* __restrict v, long n,
+                                    Scalars s) {
+#pragma omp simd
+  for (long i = 0; i < n; ++i) {
+    const float grad = g[i];
+    const float mi = m[i] + s.one_minus_beta1 * (grad - m[i]);
+    const float vi = v[i] * s.beta2 + s.one_minus_beta2 * grad * grad;
+    float update;
+    if constexpr (V == Variant::kExact) {
+      update = s.step_size * mi / (std::sqrt(vi) / s.c2 + s.eps);
+    } else if constexpr (V == Variant::kRecip) {
+      update = s.step_size * mi / (std::sqrt(vi) * s.inv_c2 + s.eps);
+    } else {
+      update = s.step_size * mi * (vi * s.inv_c2 + s.eps);
+    }
+    p[i] = p[i] - update;
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+template <Variant V>
+double seconds_per_step(float* p, float* g, float* m, float* v, long n, const Scalars& s) {
+  const long steps = std::max(1L, 50'000'000L / n);
+  for (long k = 0; k < 2; ++k) step<V>(p, g, m, v, n, s);  // warm up
+  const auto start = std::chrono::steady_clock::now();
+  for (long k = 0; k < steps; ++k) step<V>(p, g, m, v, n, s);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / steps;
+}
+
+int main() {
+  const Scalars s{0.1f, 0.999f, 0.001f, 1e-3f, 0.0707f, 1.0f / 0.0707f, 1e-8f};
+  std::printf("Gelem/s, one thread, median of 7 interleaved rounds\n");
+  std::printf("%-8s %10s %10s %10s  %s\n", "size", "exact", "recip", "nodiv", "exact/nodiv");
+  for (int e : {12, 16, 20, 24}) {
+    const long n = 1L << e;
+    float* a[4];
+    for (auto& x : a) x = static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)));
+    std::vector<double> t[3];
+    for (int round = 0; round < 7; ++round) {
+      // fresh values every round: no denormals build up over the steps
+      for (long i = 0; i < n; ++i) {
+        a[0][i] = 1.0f + i % 7;
+        a[1][i] = 0.01f * (i % 13 - 6.5f);
+        a[2][i] = 0.0f;
+        a[3][i] = 1e-4f;
+      }
+      t[0].push_back(seconds_per_step<Variant::kExact>(a[0], a[1], a[2], a[3], n, s));
+      t[1].push_back(seconds_per_step<Variant::kRecip>(a[0], a[1], a[2], a[3], n, s));
+      t[2].push_back(seconds_per_step<Variant::kNoDiv>(a[0], a[1], a[2], a[3], n, s));
+    }
+    double med[3];
+    for (int k = 0; k < 3; ++k) {
+      std::sort(t[k].begin(), t[k].end());
+      med[k] = n / t[k][3] / 1e9;
+    }
+    std::printf("2^%-6d %10.2f %10.2f %10.2f  %.2f\n", e, med[0], med[1], med[2], med[0] / med[2]);
+    for (auto& x : a) std::free(x);
+  }
+}
