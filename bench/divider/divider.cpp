@@ -1,7 +1,7 @@
-// How much of Adam's time in cache is its divisions: the update loop of csrc/rules.h (Adam,
-// fp32, no weight decay) with torch's rounding (two divisions and a square root per element),
-// and the same loop with fewer divider operations (wrong math, for the bound only):
-//   exact     sqrt(v) / c2 + eps, then (step_size * m) / denom      2 div + 1 sqrt (torch, pyoptim)
+// How much of Adam's time in cache is its divisions: a loop over pyoptim's Adam rule
+// (csrc/rules.h, fp32, no weight decay; torch's rounding: two divisions and a square root per
+// element), and the same loop with fewer divider operations (wrong math, for the bound only):
+//   exact     Adam::update: sqrt(v) / c2 + eps, then (step_size * m) / denom   2 div + 1 sqrt
 //   recip     sqrt(v) * (1/c2) + eps, then (step_size * m) / denom  1 div + 1 sqrt (DeepSpeed-like)
 //   nodiv     v * (1/c2) + eps, then (step_size * m) * denom        0 div, same bytes
 // One thread, arrays 64-byte aligned, sizes in L1/L2, L2, L3 (2^20: 16 MB, the cell of the
@@ -14,8 +14,11 @@
 #include <cstdlib>
 #include <vector>
 
+#include "rules.h"
+
 struct Scalars {
   float one_minus_beta1, beta2, one_minus_beta2, step_size, c2, inv_c2, eps;
+  pyoptim::Adam::Scalars<float> adam;  // the same values, for the rule itself
 };
 
 enum class Variant { kExact, kRecip, kNoDiv };
@@ -27,19 +30,25 @@ __attribute__((noinline)) void step(float* __restrict p, const float* __restrict
 #pragma omp simd
   for (long i = 0; i < n; ++i) {
     const float grad = g[i];
-    const float mi = m[i] + s.one_minus_beta1 * (grad - m[i]);
-    const float vi = v[i] * s.beta2 + s.one_minus_beta2 * grad * grad;
-    float update;
     if constexpr (V == Variant::kExact) {
-      update = s.step_size * mi / (std::sqrt(vi) / s.c2 + s.eps);
-    } else if constexpr (V == Variant::kRecip) {
-      update = s.step_size * mi / (std::sqrt(vi) * s.inv_c2 + s.eps);
-    } else {
-      update = s.step_size * mi * (vi * s.inv_c2 + s.eps);
+      float pi = p[i], mi = m[i], vi = v[i], unused = 0.0f;
+      pyoptim::Adam::update<0u>(pi, grad, mi, vi, unused, s.adam);
+      p[i] = pi;
+      m[i] = mi;
+      v[i] = vi;
+    } else {  // the rule's moments (lerp with a weight below 0.5), then fewer divisions
+      const float mi = m[i] + s.one_minus_beta1 * (grad - m[i]);
+      const float vi = v[i] * s.beta2 + s.one_minus_beta2 * grad * grad;
+      float update;
+      if constexpr (V == Variant::kRecip) {
+        update = s.step_size * mi / (std::sqrt(vi) * s.inv_c2 + s.eps);
+      } else {
+        update = s.step_size * mi * (vi * s.inv_c2 + s.eps);
+      }
+      p[i] = p[i] - update;
+      m[i] = mi;
+      v[i] = vi;
     }
-    p[i] = p[i] - update;
-    m[i] = mi;
-    v[i] = vi;
   }
 }
 
@@ -53,7 +62,11 @@ double seconds_per_step(float* p, float* g, float* m, float* v, long n, const Sc
 }
 
 int main() {
-  const Scalars s{0.1f, 0.999f, 0.001f, 1e-3f, 0.0707f, 1.0f / 0.0707f, 1e-8f};
+  // grad_factor, weight_decay, decay_factor, one_minus_beta1, beta2, one_minus_beta2,
+  // step_size, bias_correction2_sqrt, eps: the order of pyoptim/_spec.py
+  const double adam[] = {1.0, 0.0, 1.0, 0.1, 0.999, 0.001, 1e-3, 0.0707, 1e-8};
+  const Scalars s{0.1f, 0.999f, 0.001f, 1e-3f, 0.0707f, 1.0f / 0.0707f, 1e-8f,
+                  pyoptim::Adam::cast_scalars<float>(adam)};
   std::printf("Gelem/s, one thread, median of 7 interleaved rounds\n");
   std::printf("%-8s %10s %10s %10s  %s\n", "size", "exact", "recip", "nodiv", "exact/nodiv");
   for (int e : {12, 16, 20, 24}) {
