@@ -65,6 +65,15 @@ def _handover(name, first, second):
     return after, models[0], reference, models[1]
 
 
+def _assert_unchanged(opt, before):
+    """opt's state dict equals `before` (a deep copy taken earlier): groups and every tensor."""
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    for index, entry in before["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(after["state"][index][key], value), (index, key)
+
+
 @needs_core
 @pytest.mark.parametrize("name", sorted(TORCH_NAMES.values()))
 def test_a_torch_optim_checkpoint_resumes_in_pyoptim_torch(name):
@@ -151,11 +160,7 @@ def test_a_checkpoint_with_other_state_dtypes_is_refused_never_cast():
     before = copy.deepcopy(ours.state_dict())
     with pytest.raises(pyoptim.CheckpointError, match="never cast"):
         ours.load_state_dict(sd)
-    after = ours.state_dict()
-    assert after["param_groups"] == before["param_groups"]
-    for index, entry in before["state"].items():
-        for key, value in entry.items():
-            assert torch.equal(after["state"][index][key], value), (index, key)
+    _assert_unchanged(ours, before)
 
     matching = pt.Adam(models[1].parameters(), lr=0.01, state_dtype=torch.bfloat16)
     matching.load_state_dict(sd)
@@ -183,11 +188,7 @@ def test_refused_checkpoints_change_nothing():
     for bad in (one_group, wrong_shape, bad_value, sgd):
         with pytest.raises(ValueError):
             opt.load_state_dict(bad)
-        after = opt.state_dict()
-        assert after["param_groups"] == before["param_groups"]
-        for index, entry in before["state"].items():
-            for key, value in entry.items():
-                assert torch.equal(after["state"][index][key], value), (index, key)
+        _assert_unchanged(opt, before)
 
 
 @needs_core
