@@ -567,9 +567,9 @@ def lamb(param, grad, *, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
     decay enters the update before the trust ratio, so the ratio also scales the decay; the ratio
     is neither clipped nor replaced by 1 beyond the zero-norm case. The bias corrections are
     applied by multiplying with their reciprocals, where optax divides: the moments' estimates
-    then differ from optax's by at most an ulp, and a step costs one division per element
-    instead of three (LAMB computes its direction twice, once per pass). The norms are float64 sums in
-    the fixed order of :func:`sum_of_squares` (the kernels use the same), so the ratio does not
+    then differ from optax's by at most an ulp, and the direction, computed in both passes,
+    costs one division per element instead of three. The norms are float64 sums in the fixed
+    order of :func:`sum_of_squares` (the kernels use the same), so the ratio does not
     depend on threads. "Layer-wise" is per param array: pass one array per layer (a flat buffer
     of the whole model gets one ratio). Defaults: lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
     weight_decay=0, maximize=False. State starts at zero.
