@@ -28,6 +28,7 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
     defined(__GLIBC__) && !defined(PYOPTIM_NO_CLONES)
 #define PYOPTIM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define PYOPTIM_CLONED 1
 #else
 #define PYOPTIM_CLONES
 #endif
@@ -85,6 +86,20 @@ void dispatch_flags(unsigned flags, F&& f) {
 }
 
 inline constexpr int kMaxStates = 3;
+
+// Whether the SIMD loops that run on this CPU have fused multiply-add instructions (for
+// rules.h's quotient): the x86-64-v4 and v3 clones do, the baseline one does not (std::fma would
+// be a library call there, and division is faster).
+inline bool loops_have_fma() {
+#if defined(PYOPTIM_CLONED)
+  static const bool fma = __builtin_cpu_supports("x86-64-v3");
+  return fma;
+#elif defined(__FMA__) || defined(__aarch64__) || defined(_M_ARM64)
+  return true;
+#else
+  return false;
+#endif
+}
 
 struct Segment {
   void* param;
@@ -196,15 +211,27 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
   constexpr int K = static_cast<int>(Rule::state_names.size());
   const auto scalars = cast_rows<Rule, T>(scalar_rows, rows);
   const T clip = static_cast<T>(clip_value);
+  // A rule that divides by a per-step scalar gets the flag for quotient's FMA form where it pays:
+  // float32 params (Adam in cache: 0.8-0.9x the time; measured in bench/README.md). With 16-bit
+  // params the loop is busy converting, and the three FMA-unit operations that replace the
+  // division made it slower (1.1-1.2x).
+  constexpr bool kMayFuse = Rule::has_divisor && std::is_same_v<P, float>;
+  const bool fuse = kMayFuse && loops_have_fma();
   for_each_segment_range(segments, [&](std::size_t k, std::int64_t lo, std::int64_t hi) {
     const Segment& seg = segments[k];
     S* state[K];
     for (int j = 0; j < K; ++j) {
       state[j] = seg.state[j] ? static_cast<S*>(seg.state[j]) + lo : nullptr;
     }
-    update_range<Rule, F, P, G, S>(static_cast<P*>(seg.param) + lo,
-                                   static_cast<const G*>(seg.grad) + lo, state, hi - lo,
-                                   &scalars[seg.row], clip);
+    const auto run = [&]<unsigned Flags>() {
+      update_range<Rule, Flags, P, G, S>(static_cast<P*>(seg.param) + lo,
+                                         static_cast<const G*>(seg.grad) + lo, state, hi - lo,
+                                         &scalars[seg.row], clip);
+    };
+    if constexpr (kMayFuse) {
+      if (fuse) return run.template operator()<F | kFusedMultiplyAdd>();
+    }
+    run.template operator()<F>();
   });
 }
 

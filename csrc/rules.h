@@ -15,6 +15,7 @@
 //   reads(F, k), writes(F, k) which state buffers a step with flags F touches
 //   Scalars<T>, scalar_names the per-step scalars (PYOPTIM_SCALARS below)
 //   update<F>(param, grad, <one reference per state buffer>, s)
+//                            (F may also carry kFusedMultiplyAdd, which only quotient<F> reads)
 //   The first scalar of every rule is grad_factor, read by the loop (kernels.h).
 #pragma once
 
@@ -26,23 +27,37 @@
 
 namespace pyoptim {
 
-// Declares the struct Scalars<T> with one T member per name in LIST, the same names as a string
-// array (the order in which pyoptim/_spec.py passes the values) and the cast from float64.
-#define PYOPTIM_SCALAR_MEMBER(name) T name;
-#define PYOPTIM_SCALAR_NAME(name) #name,
-#define PYOPTIM_SCALAR_CAST(name) s.name = static_cast<T>(*values++);
-#define PYOPTIM_SCALARS(LIST)                                        \
-  template <class T>                                                 \
-  struct Scalars {                                                   \
-    LIST(PYOPTIM_SCALAR_MEMBER)                                      \
-  };                                                                 \
-  static constexpr std::array scalar_names{LIST(PYOPTIM_SCALAR_NAME)}; \
-  template <class T>                                                 \
-  static Scalars<T> cast_scalars(const double* values) {             \
-    Scalars<T> s;                                                    \
-    LIST(PYOPTIM_SCALAR_CAST)                                        \
-    return s;                                                        \
+// Declares the struct Scalars<T> with one member per name in LIST, the same names as a string
+// array (the order in which pyoptim/_spec.py passes the values) and the cast from float64. A
+// member is a T, or, written X(name, Divisor), a Divisor<T> (below), which the rule divides by
+// with quotient<F>.
+#define PYOPTIM_SCALAR_TYPE(name, ...) ScalarType<T __VA_OPT__(, __VA_ARGS__)>
+#define PYOPTIM_SCALAR_MEMBER(...) \
+  PYOPTIM_SCALAR_TYPE(__VA_ARGS__) PYOPTIM_SCALAR_FIRST(__VA_ARGS__);
+#define PYOPTIM_SCALAR_FIRST(name, ...) name
+#define PYOPTIM_SCALAR_NAME(name, ...) #name,
+#define PYOPTIM_SCALAR_IS_DIVISOR(name, ...) __VA_OPT__(|| true)
+#define PYOPTIM_SCALAR_CAST(...) \
+  s.PYOPTIM_SCALAR_FIRST(__VA_ARGS__) = PYOPTIM_SCALAR_TYPE(__VA_ARGS__)(static_cast<T>(*values++));
+#define PYOPTIM_SCALARS(LIST)                                                \
+  template <class T>                                                         \
+  struct Scalars {                                                           \
+    LIST(PYOPTIM_SCALAR_MEMBER)                                              \
+  };                                                                         \
+  static constexpr std::array scalar_names{LIST(PYOPTIM_SCALAR_NAME)};       \
+  static constexpr bool has_divisor = false LIST(PYOPTIM_SCALAR_IS_DIVISOR); \
+  template <class T>                                                         \
+  static Scalars<T> cast_scalars(const double* values) {                     \
+    Scalars<T> s;                                                            \
+    LIST(PYOPTIM_SCALAR_CAST)                                                \
+    return s;                                                                \
   }
+
+template <class T>
+using Plain = T;
+
+template <class T, template <class> class Kind = Plain>
+using ScalarType = Kind<T>;
 
 // torch.lerp(a, b, w) for a scalar weight w in [0, 1]. torch uses two formulas, each exact at its
 // own end: a + w*(b - a) for w < 0.5, else b - (b - a)*(1 - w). The second equals b + (w - 1)*(b - a)
@@ -76,6 +91,39 @@ inline T select(bool condition, T a, T b) {
 template <class T>
 inline T sign(T x) {
   return static_cast<T>(x > T(0)) - static_cast<T>(x < T(0));
+}
+
+// A bit of the flag mask F that is not an option: the loop (kernels.h) sets it where the code
+// runs on a CPU with fused multiply-add instructions, for quotient<F>.
+inline constexpr unsigned kFusedMultiplyAdd = 1u << 31;
+
+// A per-step scalar that a rule divides by, with its reciprocal rounded to T (computed once per
+// step, on the host, when the scalars are cast).
+template <class T>
+struct Divisor {
+  T value, reciprocal;
+  Divisor() = default;
+  explicit Divisor(T c) : value(c), reciprocal(static_cast<T>(1.0 / static_cast<double>(c))) {}
+};
+
+// x / c, correctly rounded: the bits of the division. In float32 with fused multiply-add it
+// takes no division instruction: q = x * (1/c) is corrected once by its remainder r = q*c - x,
+// which an FMA computes exactly. x86 CPUs run division and square root on one unit, and it bounds
+// Adam's loop in cache (bench/divider): this keeps its square root and its per-element division
+// and drops the division by c.
+//   Exact (proved by tests/proofs/quotient.cpp, which checks every case the error bound leaves
+//   open) for x = +-0, +-inf or NaN, or 2^-100 <= |x| <= 2^64, and 2^-27 <= c <= 1: so for x the
+//   square root of any float and c the square root of a bias correction (Adam's 1 - beta2^t is at
+//   least 2^-53). An infinite x gives a NaN remainder, hence the test (a masked FMA with AVX-512).
+template <unsigned F, class T>
+inline T quotient(T x, const Divisor<T>& c) {
+  if constexpr (std::is_same_v<T, float> && (F & kFusedMultiplyAdd) != 0) {
+    const T q = x * c.reciprocal;
+    const T r = std::fma(q, c.value, -x);
+    return r == r ? std::fma(-r, c.reciprocal, q) : q;
+  } else {
+    return x / c.value;
+  }
 }
 
 // The prologue every rule starts with (reference._gradient). The gradient has been multiplied by
@@ -192,7 +240,7 @@ struct Adam {
 
 #define PYOPTIM_ADAM_SCALARS(X)                                                       \
   X(grad_factor) X(weight_decay) X(decay_factor) X(one_minus_beta1) X(beta2) X(one_minus_beta2) \
-  X(step_size) X(bias_correction2_sqrt) X(eps)
+  X(step_size) X(bias_correction2_sqrt, Divisor) X(eps)
   PYOPTIM_SCALARS(PYOPTIM_ADAM_SCALARS)
 #undef PYOPTIM_ADAM_SCALARS
 
@@ -207,7 +255,7 @@ struct Adam {
       max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq);
       second_moment = max_exp_avg_sq;
     }
-    const T denom = std::sqrt(second_moment) / s.bias_correction2_sqrt + s.eps;
+    const T denom = quotient<F>(std::sqrt(second_moment), s.bias_correction2_sqrt) + s.eps;
     param = param - s.step_size * exp_avg / denom;                   // step_size = lr / (1 - beta1^t)
   }
 };
