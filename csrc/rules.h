@@ -31,7 +31,7 @@ namespace pyoptim {
 // array (the order in which pyoptim/_spec.py passes the values) and the cast from float64. A
 // member is a T, or, written X(name, Divisor), a Divisor<T> (below), which the rule divides by
 // with quotient<F>.
-#define PYOPTIM_SCALAR_TYPE(name, ...) ScalarType<T __VA_OPT__(, __VA_ARGS__)>
+#define PYOPTIM_SCALAR_TYPE(name, ...) __VA_OPT__(__VA_ARGS__<) T __VA_OPT__(>)
 #define PYOPTIM_SCALAR_MEMBER(...) \
   PYOPTIM_SCALAR_TYPE(__VA_ARGS__) PYOPTIM_SCALAR_FIRST(__VA_ARGS__);
 #define PYOPTIM_SCALAR_FIRST(name, ...) name
@@ -52,12 +52,6 @@ namespace pyoptim {
     LIST(PYOPTIM_SCALAR_CAST)                                                \
     return s;                                                                \
   }
-
-template <class T>
-using Plain = T;
-
-template <class T, template <class> class Kind = Plain>
-using ScalarType = Kind<T>;
 
 // torch.lerp(a, b, w) for a scalar weight w in [0, 1]. torch uses two formulas, each exact at its
 // own end: a + w*(b - a) for w < 0.5, else b - (b - a)*(1 - w). The second equals b + (w - 1)*(b - a)
