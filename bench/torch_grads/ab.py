@@ -77,13 +77,17 @@ def main(rounds: int) -> None:
                 steps[key].append(per_call(f, 30))
         r = {k: np.asarray(v) for k, v in reads.items()}
         s = {k: np.asarray(v) for k, v in steps.items()}
-        n = len(engine._params)
-        print(f"{name} ({n} tensors): reading the grads alone, python {np.median(r['python']) * 1e6:.0f} us, "
-              f"c++ {np.median(r['c++']) * 1e6:.0f} us (c++/python {np.median(r['c++'] / r['python']):.2f}, "
-              f"control/python {np.median(r['control'] / r['python']):.2f}); step time, c++/python "
-              f"{np.median(s['c++'] / s['python']):.3f}, control/python "
-              f"{np.median(s['control'] / s['python']):.3f}; torch fused / pyoptim.torch "
-              f"python {np.median(s['torch'] / s['python']):.2f}x, c++ {np.median(s['torch'] / s['c++']):.2f}x")
+
+        def ratio(table, a, b):
+            return np.median(table[a] / table[b])
+
+        print(f"{name} ({len(engine._params)} tensors): reading the grads alone, python "
+              f"{np.median(r['python']) * 1e6:.0f} us, c++ {np.median(r['c++']) * 1e6:.0f} us "
+              f"(c++/python {ratio(r, 'c++', 'python'):.2f}, control/python "
+              f"{ratio(r, 'control', 'python'):.2f}); step time, c++/python "
+              f"{ratio(s, 'c++', 'python'):.3f}, control/python "
+              f"{ratio(s, 'control', 'python'):.3f}; torch fused / pyoptim.torch: python "
+              f"{ratio(s, 'torch', 'python'):.2f}x, c++ {ratio(s, 'torch', 'c++'):.2f}x")
 
 
 if __name__ == "__main__":

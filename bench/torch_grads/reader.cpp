@@ -90,7 +90,9 @@ class TensorGrads {
     return py::make_tuple(std::move(addresses), std::move(grads));
   }
 
-  static PyTypeObject* type(const py::object& t) { return reinterpret_cast<PyTypeObject*>(t.ptr()); }
+  static PyTypeObject* type(const py::object& t) {
+    return reinterpret_cast<PyTypeObject*>(t.ptr());
+  }
 
   py::object read(Accessor k, PyObject* tensor) const {
     PyObject* a = accessors_[k].ptr();
