@@ -383,6 +383,190 @@ def test_arrays_start_on_cache_lines(dtypes, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
+# layout: arrays move to new memory between rounds; the A/A control
+
+
+def test_mover_copies_to_cache_lines_at_varying_places_in_a_page(monkeypatch):
+    """A moved array of a page or more starts at a random cache line of a page (seeded); a
+    smaller one at the next cache line."""
+    move = _cells.Mover(seed=3)
+    big = np.arange(2000, dtype=np.float32)  # 8000 bytes
+    small = np.arange(7, dtype=np.float64).reshape(7, 1)
+    copies = [move(big) for _ in range(40)]
+    for values, c in [(big, c) for c in copies] + [(small, move(small)) for _ in range(5)]:
+        np.testing.assert_array_equal(c, values)
+        assert c.shape == values.shape and c.dtype == values.dtype
+        assert c.ctypes.data % 64 == 0 and c.flags.c_contiguous and c.flags.writeable
+        assert not np.shares_memory(c, values)
+    offsets = [c.ctypes.data % _cells.PAGE for c in copies]
+    assert len(set(offsets)) > 20  # 64 places in a page, drawn at random
+    monkeypatch.setattr(_cells, "ALIGNMENT", 0)  # --numpy-alignment: NumPy's own placement
+    plain = _cells.Mover(seed=3)(big.reshape(8, 250))
+    assert plain.shape == (8, 250) and np.array_equal(plain.ravel(), big)
+
+
+class _Relocating:
+    """A contestant that moves its arrays before every step, as the timing does between rounds."""
+
+    def __init__(self, inner, move):
+        self._inner, self._move = inner, move
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def step(self):
+        self._inner.relocate(self._move)
+        self._inner.step()
+
+
+def _arrays_of(contestant) -> list:
+    b = contestant.buffers()
+    return b.params + b.grads + [a for arrays in b.states.values() for a in arrays]
+
+
+def _addresses(contestant) -> list[int]:
+    return [a.ctypes.data for a in _arrays_of(contestant)]
+
+
+_CONTESTANT_KINDS = [
+    ("pyoptim", None), ("numpy", None),
+    pytest.param("torch-forloop", "torch", marks=pytest.mark.skipif(not _has("torch"),
+                                                                     reason="no torch")),
+    pytest.param("torch-foreach", "torch", marks=pytest.mark.skipif(not _has("torch"),
+                                                                     reason="no torch")),
+    pytest.param("torch-fused", "torch", marks=pytest.mark.skipif(not _has("torch"),
+                                                                   reason="no torch")),
+    pytest.param("pyoptim.torch", "torch", marks=pytest.mark.skipif(not _has("torch"),
+                                                                     reason="no torch")),
+    pytest.param("deepspeed", "deepspeed", marks=pytest.mark.skipif(not _has("deepspeed"),
+                                                                     reason="no deepspeed")),
+]
+
+
+@needs_core
+@pytest.mark.parametrize("kind, needs", _CONTESTANT_KINDS)
+@pytest.mark.parametrize("variant, dtypes, shape", [
+    ("adam", "fp32", "4099"), ("momentum", "bf16", "3x1000"), ("nadam", "fp32", "3x1000"),
+    ("asgd", "fp64", "1000"), ("rprop", "fp32", "2x31"),
+])
+def test_a_contestant_moved_before_every_step_computes_what_it_did(kind, needs, variant, dtypes,
+                                                                     shape):
+    """relocate() moves every array the step touches (params, grads, state) and keeps the
+    values: a contestant moved before each of its steps gets the validation that one left in
+    place gets (pyoptim: bit for bit), and none of its arrays is where it was. One thread:
+    torch 2.13's fused 16-bit SGD races between threads (bench/README.md)."""
+    cell = Cell(VARIANTS[variant], DTypes.parse(dtypes), Shape.parse(shape), 1,
+                "torch" if kind == "pyoptim.torch" else "arrays")
+    master = master_data(cell.shape, seed=4)
+
+    def make():
+        if kind in ("pyoptim", "pyoptim.torch"):
+            return _contestants.make_pyoptim(cell, master, "cpu")
+        return _contestants.make_peer(kind, cell, master, "cpu")
+
+    try:
+        contestant = make()
+    except _contestants.Unavailable as e:
+        pytest.skip(str(e))
+    threads = _cpu.core().get_num_threads()
+    _main._set_threads(1)
+    try:
+        contestant.step()
+        before = _addresses(contestant)
+        values = [a.copy() for a in _arrays_of(contestant)]
+        contestant.relocate(_cells.Mover(seed=5))
+        assert all(a != b for a, b in zip(before, _addresses(contestant), strict=True))
+        for was, now in zip(values, _arrays_of(contestant), strict=True):
+            np.testing.assert_array_equal(now, was)
+        (left,) = validate(cell, master, [make()], steps=4).values()
+        (moved,) = validate(cell, master, [_Relocating(make(), _cells.Mover(seed=7))],
+                            steps=4).values()
+    finally:
+        _main._set_threads(threads)
+    assert (moved.ok, moved.exact, moved.worst) == (left.ok, left.exact, left.worst)
+    if kind.startswith("pyoptim"):
+        assert moved.exact
+
+
+@needs_core
+@pytest.mark.parametrize("variant, dtypes", [("adam", "fp32"), ("lamb", "fp32"),
+                                             ("lamb", "bf16/bf16/bf16")])
+def test_the_roofline_moves_its_arrays(variant, dtypes):
+    cell = Cell(VARIANTS[variant], DTypes.parse(dtypes), Shape.parse("1000"), 1)
+    roof = _contestants.Roofline(cell, "cpu")
+    before = [a.ctypes.data for arrays in roof._arrays
+              for a in (arrays[0], arrays[1], *arrays[2])]
+    roof.relocate(_cells.Mover(seed=8))
+    after = [a.ctypes.data for arrays in roof._arrays
+             for a in (arrays[0], arrays[1], *arrays[2])]
+    assert all(a != b for a, b in zip(before, after, strict=True))
+    assert sum(p.bytes_per_element for p in roof._passes) == cell.bytes_per_element
+    roof.step()
+    assert all(np.all(a == 1) for arrays in roof._arrays
+               for a in (arrays[0], arrays[1], *arrays[2]))  # ones stay ones
+
+
+@needs_core
+def test_the_timing_moves_every_contestant_before_every_round(monkeypatch):
+    from pyoptim.bench import _runner  # noqa: PLC0415
+
+    cell = Cell(VARIANTS["adam"], DTypes.parse("fp32"), Shape.parse("1000"), 1)
+    master = master_data(cell.shape, seed=9)
+    contestants = [_contestants.make_pyoptim(cell, master, "cpu"),
+                   _contestants.make_peer("numpy", cell, master, "cpu"),
+                   _contestants.Roofline(cell, "cpu")]
+    events = []
+    for c in contestants:
+        for method in ("relocate", "step"):
+            real = getattr(c, method)
+            monkeypatch.setattr(c, method, lambda *a, _real=real, _m=method, _n=c.name:
+                                (events.append((_m, _n)), _real(*a))[1])
+    _runner.time_round_robin(contestants, 1000, rounds=5, warmup=1, sample_time=1e-4,
+                             mover=_cells.Mover(seed=1))
+    moves = [i for i, (method, _) in enumerate(events) if method == "relocate"]
+    assert len(moves) == 5 * len(contestants)
+    # each round: every contestant moved, then every contestant stepped
+    names = {c.name for c in contestants}
+    for r in range(5):
+        first = moves[r * len(contestants)]
+        assert {n for _, n in events[first:first + len(contestants)]} == names
+    events.clear()
+    _runner.time_round_robin(contestants, 1000, rounds=3, warmup=1, sample_time=1e-4)
+    assert not [e for e in events if e[0] == "relocate"]  # mover None: --fixed-layout
+
+
+@needs_core
+def test_control_and_fixed_layout_options(tmp_path, capsys):
+    status = cli.main(["bench", "--optimizers", "momentum", "--sizes", "1000,2x300",
+                       "--threads", "1", "--peers", "numpy", "--control", "--no-plots",
+                       "--out", str(tmp_path), *TINY])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert out.count("A/A control:") == 2
+    data = _load(tmp_path)
+    assert data["config"]["control"] is True and data["config"]["relocate_every_round"] is True
+    for cell in data["cells"]:
+        control = _entry(cell, _contestants.CONTROL)
+        assert control["role"] == "control" and control["validation"]["exact"]
+        t = control["timing"]
+        assert cell["control_ratio"] == t["pyoptim_speedup"]
+        mine = np.asarray(_entry(cell, "pyoptim")["timing"]["samples_s"])
+        ratios = np.asarray(t["samples_s"]) / mine
+        assert cell["control_ratio"] == pytest.approx(np.median(ratios))
+        assert cell["control_ratio_quartiles"] == pytest.approx(np.percentile(ratios, [25, 75]))
+        assert cell["best_peer"] == "numpy"  # the control is no peer
+    assert "## A/A control" in (tmp_path / "results.md").read_text()
+    status = cli.main(["bench", "--optimizers", "sgd", "--sizes", "100", "--threads", "1",
+                       "--peers", "none", "--fixed-layout", "--no-plots",
+                       "--out", str(tmp_path), *TINY])
+    assert status == 0
+    data = _load(tmp_path)
+    assert data["config"]["relocate_every_round"] is False and data["config"]["control"] is False
+    assert "control_ratio" not in data["cells"][0]
+    assert "A/A control" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
 # pyoptim.torch against torch.optim on a model's parameter list (--api torch)
 
 

@@ -5,7 +5,10 @@ For every cell (optimizer x dtype combination x shape x thread count) the benchm
 1. checks pyoptim and every peer against the NumPy reference (param and every state buffer,
    element by element, after a few steps); a contestant that fails is reported, not timed;
 2. warms up, then times many steps of every contestant, taking turns round robin so that a ratio
-   from one run holds on a noisy machine;
+   from one run holds on a noisy machine; before every round each contestant's arrays move to new
+   memory, so that no contestant keeps a lucky or unlucky placement for the whole cell
+   (``--fixed-layout`` keeps them; ``--control`` adds an A/A control, a second pyoptim
+   contestant, to show what two identical contestants differ by);
 3. reports the median time per step and its spread, elements/s, and GB/s from the bytes a step
    moves per element (derived from the optimizer's state buffers and dtypes: Adam fp32 reads p, g,
    m, v and writes p, m, v, 28 B), and the percentage of the roofline: a STREAM-like pass that moves
@@ -240,6 +243,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--numpy-alignment", action="store_true",
                         help="place the arrays where NumPy's allocation puts them (typically "
                              "16-byte aligned) instead of at 64-byte boundaries")
+    parser.add_argument("--control", action="store_true",
+                        help="also time an A/A control: a second pyoptim contestant, identical "
+                             "but for its own arrays; its time over pyoptim's shows what two "
+                             "identical contestants differ by in each cell (the resolution of "
+                             "the cell's ratios)")
+    parser.add_argument("--fixed-layout", action="store_true",
+                        help="keep every contestant's arrays where they were first allocated for "
+                             "the whole cell (default: they move to new memory, at a random "
+                             "offset within a page, before every round, so that no contestant "
+                             "keeps a lucky or unlucky layout)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial data")
 

@@ -149,6 +149,36 @@ def empty(size: int, dtype) -> np.ndarray:
     return raw[start:start + size * dtype.itemsize].view(dtype)
 
 
+PAGE = 4096
+
+
+class Mover:
+    """Moves arrays to new memory between rounds (``move(array)``: a copy at a new place), so that
+    no contestant keeps one placement for a whole cell. Where an array lies changes a step's time
+    here by up to 50% in cache-resident cells: two identical contestants timed in the same
+    rounds differed by that much when each kept its first arrays (bench/README.md, "Layout";
+    this machine is a virtual machine, whose memory is mapped twice). A copy is new memory; one
+    of a page or more starts at a multiple of ALIGNMENT bytes drawn at random within a page
+    (seeded), so that its offset against the step's other arrays changes too; a smaller one
+    starts at the next multiple of ALIGNMENT, packed as an allocator packs small tensors. With
+    ALIGNMENT 0 (--numpy-alignment), a copy is where NumPy's allocation puts it."""
+
+    def __init__(self, seed: int):
+        self._rng = np.random.default_rng([seed, 0x1A70])
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if not ALIGNMENT:
+            return values.copy()
+        big = values.nbytes >= PAGE
+        raw = np.empty(values.nbytes + ALIGNMENT + (PAGE if big else 0), np.uint8)
+        start = -raw.ctypes.data % ALIGNMENT
+        if big:
+            start += int(self._rng.integers(PAGE // ALIGNMENT)) * ALIGNMENT
+        out = raw[start:start + values.nbytes].view(values.dtype).reshape(values.shape)
+        out[...] = values
+        return out
+
+
 def array_like(values: np.ndarray, dtype) -> np.ndarray:
     """values cast to dtype, in a new array placed as ALIGNMENT says."""
     out = empty(values.size, dtype)

@@ -4,6 +4,8 @@ Every contestant owns its arrays, made from the cell's float32 master data in it
 dtypes (torch keeps its state in the param's dtype; pyoptim keeps float32 state for 16-bit
 params), starts from zero state, and advances one optimizer step per ``step()`` call. ``buffers()``
 returns host views (or copies, from a GPU) of its param and state arrays for the validation.
+``relocate(move)`` moves every host array its step touches to new memory (``move``: an array to
+its copy at a new place, _cells.Mover), keeping the values: the timing does it between rounds.
 
 A peer that cannot run a cell here (not installed, no such implementation, no such dtype) raises
 Unavailable with the reason, which the report keeps.
@@ -24,6 +26,8 @@ from ._cells import (Cell, DTypes, array_like, bytes_per_element, full, numpy_dt
 PEERS = ("numpy", "torch-forloop", "torch-foreach", "torch-fused", "deepspeed")
 PYOPTIM = "pyoptim"
 ROOFLINE = "roofline"
+# --control: a second pyoptim contestant, identical but for its own arrays (an A/A control)
+CONTROL = "pyoptim-control"
 
 
 class Unavailable(Exception):
@@ -55,6 +59,10 @@ class Contestant:
     def buffers(self) -> Buffers:
         raise NotImplementedError
 
+    def relocate(self, move) -> None:
+        """Moves the host arrays of the step to new memory (a GPU's arrays stay)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Drops the arrays."""
 
@@ -72,6 +80,14 @@ def _host_states(master: list, cell: Cell) -> dict:
     dtype = numpy_dtype(cell.dtypes.state)
     return {name: [full(m.size, cell.variant.initial_value(name), dtype) for m in master]
             for name in cell.variant.states}
+
+
+def _moved_calls(calls: list, params: list, grads: list, states: dict) -> list:
+    """calls (of _functional_calls) over moved arrays; the host states (NAdam's mu_product...)
+    carry on where they were."""
+    return [(params[i], grads[i],
+             {**kwargs, **{name: arrays[i] for name, arrays in states.items()}})
+            for i, (_, _, kwargs) in enumerate(calls)]
 
 
 def _functional_calls(params: list, grads: list, states: dict, variant, **extra) -> list:
@@ -184,6 +200,14 @@ class Pyoptim(Contestant):
                        {name: convert(arrays) for name, arrays in self.states.items()},
                        convert(self.grads))
 
+    def relocate(self, move) -> None:
+        if self.backend == "cuda":
+            return
+        self.params = [move(a) for a in self.params]
+        self.grads = [move(a) for a in self.grads]
+        self.states = {name: [move(a) for a in arrays] for name, arrays in self.states.items()}
+        self._calls = _moved_calls(self._calls, self.params, self.grads, self.states)
+
     def close(self) -> None:
         self.params = self.grads = self.states = self._calls = None
 
@@ -218,6 +242,12 @@ class NumpyReference(Contestant):
 
     def buffers(self) -> Buffers:
         return Buffers(self.params, self.states, self.grads)
+
+    def relocate(self, move) -> None:
+        self.params = [move(a) for a in self.params]
+        self.grads = [move(a) for a in self.grads]
+        self.states = {name: [move(a) for a in arrays] for name, arrays in self.states.items()}
+        self._calls = _moved_calls(self._calls, self.params, self.grads, self.states)
 
     def close(self) -> None:
         self.params = self.grads = self.states = self._calls = None
@@ -259,6 +289,22 @@ class _TorchOptimizer(Contestant):
                        {name: [convert(self.opt.state[p][name]) for p in self.params]
                         for name in self.state_names},
                        [convert(p.grad) for p in self.params])
+
+    def relocate(self, move) -> None:
+        """Moves the params (p.data), their grads and the optimizer's state tensors (not its
+        scalar ones: torch's step counts)."""
+        if self.params[0].device.type != "cpu":
+            return
+        torch = self._torch
+        moved = lambda t: _to_torch(torch, move(_to_numpy(torch, t)), "cpu")  # noqa: E731
+        for p in self.params:
+            grad = p.grad
+            p.data = moved(p)
+            p.grad = moved(grad)
+        for entry in self.opt.state.values():
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor) and value.ndim > 0:
+                    entry[key] = moved(value)
 
     def close(self) -> None:
         self.params = self.opt = None
@@ -353,9 +399,23 @@ class PyoptimTorch(_TorchOptimizer):
             raise Unavailable("torch keeps a grad in its param's dtype")
         self._tensors(master, "cuda" if backend == "cuda" else "cpu")
         cls = getattr(pyoptim.torch, optim.OPTIMIZER_NAMES[cell.variant.optimizer][0].__name__)
-        self.opt = cls(self.params, **cell.variant.options,
-                       state_dtype=numpy_dtype(cell.dtypes.state),
-                       **({"backend": "numpy"} if backend == "numpy" else {}))
+        self._build = lambda: cls(self.params, **cell.variant.options,  # noqa: E731
+                                  state_dtype=numpy_dtype(cell.dtypes.state),
+                                  **({"backend": "numpy"} if backend == "numpy" else {}))
+        self.opt = self._build()
+
+    def relocate(self, move) -> None:
+        """Moves the params and grads, and builds the optimizer anew over them with the old
+        one's state (pyoptim.torch refuses params whose memory moved): its state buffers are
+        new, placed by pyoptim's own allocation."""
+        if self.params[0].device.type != "cpu":
+            return
+        saved = self.opt.state_dict()
+        for entry in self.opt.state.values():  # the tensors _TorchOptimizer would move
+            entry.clear()
+        super().relocate(move)
+        self.opt = self._build()
+        self.opt.load_state_dict(saved)
 
 
 def make_pyoptim(cell: Cell, master: tuple, backend: str) -> Contestant:
@@ -363,6 +423,16 @@ def make_pyoptim(cell: Cell, master: tuple, backend: str) -> Contestant:
     if cell.api == "torch":
         return PyoptimTorch(cell, master, backend)
     return Pyoptim(cell, master, backend)
+
+
+def make_control(cell: Cell, master: tuple, backend: str) -> Contestant:
+    """The A/A control: pyoptim as make_pyoptim makes it, over arrays of its own. Its time over
+    pyoptim's, round by round, is what two identical contestants differ by in this cell (where
+    their arrays lie, the order of turns): the resolution of the cell's other ratios."""
+    control = make_pyoptim(cell, master, backend)
+    control.name = CONTROL
+    control.role = "control"
+    return control
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,12 +460,11 @@ class Roofline(Contestant):
             self._src = torch.ones(half, dtype=torch.uint8, device="cuda")
             self._dst = torch.zeros(half, dtype=torch.uint8, device="cuda")
             return
-        core = _cpu.core()
         # ones stay ones (each element becomes the mean of ones): no subnormal slows a pass
         arrays = [full(n, 1, numpy_dtype(d)) for d in
                   (self.dtypes.param, self.dtypes.grad)
                   + (self.dtypes.state,) * len(cell.variant.states)]
-        self._passes = [core.StreamPass(arrays[0], arrays[1], arrays[2:])]
+        self._arrays = [(arrays[0], arrays[1], arrays[2:])]
         extra = second_pass_bytes(cell.variant, self.dtypes)
         if extra:
             # a two-pass step (LAMB) rereads param and state: a second pass moving those bytes,
@@ -404,14 +473,29 @@ class Roofline(Contestant):
                                                                           "float32"):
                 raise ValueError(f"{cell.label}: no roofline for a two-pass step with these dtypes "
                                  "(the param's must be the state's or float32)")
-            self._passes.append(core.StreamPass(full(n, 1, numpy_dtype(self.dtypes.state)),
-                                                full(n, 1, numpy_dtype(self.dtypes.param)), []))
+            self._arrays.append((full(n, 1, numpy_dtype(self.dtypes.state)),
+                                 full(n, 1, numpy_dtype(self.dtypes.param)), []))
+        self._make_passes()
         moved = sum(p.bytes_per_element for p in self._passes)
         if moved != self.bytes_per_element:
             raise AssertionError(
                 f"roofline moves {moved} B/element, the step "
                 f"{self.bytes_per_element}"
             )
+
+    def _make_passes(self) -> None:
+        core = _cpu.core()
+        # each pass: (an array read and written, an array read, state-like arrays read and
+        # written), as StreamPass takes them
+        self._passes = [core.StreamPass(updated, read, states)
+                        for updated, read, states in self._arrays]
+
+    def relocate(self, move) -> None:
+        if self._torch is not None:
+            return
+        self._arrays = [(move(updated), move(read), [move(a) for a in states])
+                        for updated, read, states in self._arrays]
+        self._make_passes()
 
     def step(self) -> None:
         if self._torch is not None:
@@ -425,4 +509,4 @@ class Roofline(Contestant):
             self._torch.cuda.synchronize()
 
     def close(self) -> None:
-        self._passes = self._src = self._dst = None
+        self._passes = self._arrays = self._src = self._dst = None

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from .. import _cpu
 from . import BenchError, SETTINGS, _cells, _report
-from ._cells import Cell, master_data
-from ._contestants import (PYOPTIM, ROOFLINE, Roofline, Unavailable, cuda_torch, import_torch,
-                           make_peer, make_pyoptim)
+from ._cells import Cell, Mover, master_data
+from ._contestants import (CONTROL, PYOPTIM, ROOFLINE, Roofline, Unavailable, cuda_torch,
+                           import_torch, make_control, make_peer, make_pyoptim)
 from ._runner import summarize, time_round_robin, validate
 
 
@@ -76,6 +76,8 @@ def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
     contestants = []
     try:
         contestants.append(make_pyoptim(cell, master, args.backend))
+        if getattr(args, "control", False):
+            contestants.append(make_control(cell, master, args.backend))
         for name in peers:
             if name == "numpy" and args.backend == "numpy":
                 continue  # pyoptim is the reference there
@@ -94,8 +96,9 @@ def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
             if not checks[c.name].ok:
                 c.close()
         timed = valid + [Roofline(cell, args.backend)] if valid else []
+        mover = None if getattr(args, "fixed_layout", False) else Mover(args.seed)
         timings = time_round_robin(timed, cell.shape.elements, rounds, warmup, sample_time,
-                                   progress) if timed else {}
+                                   progress, mover, args.seed) if timed else {}
         figures = summarize(cell, timed, timings)
         for c in contestants + [t for t in timed if t.name == ROOFLINE]:
             entry = dict(name=c.name, role=c.role, available=True, dtypes=_dtypes_dict(c),
@@ -112,6 +115,12 @@ def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
             best = min(peers, key=lambda e: e["timing"]["median_s"])
             record["best_peer"] = best["name"]
             record["speedup_vs_best_peer"] = best["timing"]["pyoptim_speedup"]
+        control = figures.get(CONTROL)
+        if control is not None and PYOPTIM in figures:
+            # the control's time over pyoptim's: 1 but for what the arrays' place and the
+            # machine do to two identical contestants
+            record["control_ratio"] = control["pyoptim_speedup"]
+            record["control_ratio_quartiles"] = control["pyoptim_speedup_quartiles"]
     finally:
         for c in contestants:
             c.close()
@@ -149,6 +158,8 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
         command=command, backend=args.backend, peers=list(args.peers),
         rounds=settings[0], warmup=settings[1], validate_steps=settings[2],
         sample_time_s=settings[3], seed=args.seed, quick=args.quick,
+        control=bool(getattr(args, "control", False)),
+        relocate_every_round=not getattr(args, "fixed_layout", False),
         cells=[dict(cell=cell.label, peers=list(peers)) for cell, peers in plan],
     )
     print(f"pyoptim bench: {len(plan)} cells, backend {args.backend}, {machine['cpu']}, "
@@ -174,6 +185,8 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
                                                          _report.HEADLINE_WIDTHS)]
                 print("  ".join(h.ljust(w) for h, w in zip(_report.HEADLINE_COLUMNS, widths)))
             print("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip(), flush=True)
+            if "control_ratio" in record:
+                print("  " + _report.control_line(record), flush=True)
             for entry in record["contestants"]:
                 check = entry.get("validation")
                 if check and not check["ok"]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import __version__
 from .._cpu import available, core
-from ._contestants import PYOPTIM, ROOFLINE
+from ._contestants import CONTROL, PYOPTIM, ROOFLINE
 
 FORMAT_VERSION = 1
 
@@ -157,6 +157,23 @@ def headline_row(cell: dict) -> list[str]:
         best or "-",
         f"{cell['speedup_vs_best_peer']:.2f}x" if best else "-",
     ]
+
+
+def control_line(cell: dict) -> str:
+    """What the A/A control of a cell (--control) shows: a second pyoptim contestant's time over
+    pyoptim's, median and quartiles of the per-round ratios."""
+    low, high = cell["control_ratio_quartiles"]
+    return (f"A/A control: a second pyoptim took {cell['control_ratio']:.3f}x pyoptim's time "
+            f"(per-round quartiles {low:.3f}..{high:.3f})")
+
+
+CONTROL_COLUMNS = ("cell", "control / pyoptim", "quartiles over rounds")
+
+
+def control_rows(cells: list[dict]) -> list[list[str]]:
+    return [[c["label"], f"{c['control_ratio']:.3f}",
+             "{:.3f}..{:.3f}".format(*c["control_ratio_quartiles"])]
+            for c in cells if "control_ratio" in c]
 
 
 def format_table(columns, rows) -> str:
@@ -371,6 +388,13 @@ def write_markdown(path: Path, machine: dict, config: dict, cells: list[dict]) -
     if rows:
         lines += ["## pyoptim.torch against torch fused", "", markdown_table(TORCH_COLUMNS, rows),
                   ""]
+    rows = control_rows(cells)
+    if rows:
+        lines += ["## A/A control", "",
+                  "A second pyoptim contestant, identical but for its own arrays, timed in the "
+                  "same rounds (--control): its time over pyoptim's is what two identical "
+                  "contestants differ by in that cell.", "",
+                  markdown_table(CONTROL_COLUMNS, rows), ""]
     targets = evaluate_targets(cells)
     if targets:
         lines += ["## Targets", "", "```", format_targets(targets), "```", ""]
@@ -442,7 +466,7 @@ def write_plots(folder: Path, cells: list[dict]) -> list[Path]:
     mine = [c for c in flat if c["dtypes_label"] == dtypes]
     panels = list(dict.fromkeys((optimizer_label(c), c["threads"]) for c in mine))
     names = list(dict.fromkeys(e["name"] for c in mine for e in c["contestants"]
-                               if e.get("timing") and e["name"] != ROOFLINE))
+                               if e.get("timing") and e["name"] not in (ROOFLINE, CONTROL)))
     fig, axes = grid(len(panels), f"pyoptim and its peers, {dtypes}: elements/s against size")
     for ax, (variant, threads) in zip(axes, panels):
         group = [c for c in mine if optimizer_label(c) == variant and c["threads"] == threads]

@@ -6,9 +6,12 @@ storage dtypes and in the same compute dtype (chunk by chunk, so that a 2^26-ele
 little extra memory). A contestant outside the tolerance of its storage dtype is reported as
 failing and is not timed.
 
-Timing: contestants take turns (round robin, the order rotated every round), one sample each per
-round, so that every contestant sees the same machine state and the ratios of one round are
-fair even when the machine's speed drifts. A sample times a batch of consecutive steps (one step
+Timing: contestants take turns (round robin, in an order drawn at random every round), one
+sample each per round, so that every contestant sees the same machine state and the ratios of
+one round are fair even when the machine's speed drifts. Before every round, each contestant's
+arrays move to new memory (_cells.Mover): where an array lies changes a cache-resident step's
+time by up to 50% here, and a contestant left in one place for the whole cell carries that luck
+into every ratio (bench/README.md, "Layout"). A sample times a batch of consecutive steps (one step
 at large sizes; enough steps for the sample to last --sample-time at small ones). When a
 contestant's arrays fit in the last-level cache, one untimed step before each sample brings them
 back after the other contestants' turns (the cache-resident steady state a training loop sees).
@@ -175,8 +178,10 @@ def last_level_cache_bytes() -> int:
 
 
 def time_round_robin(contestants: list, elements: int, rounds: int, warmup: int,
-                     sample_time: float, progress=None) -> dict:
-    """Warms up, then times `rounds` samples of each contestant, taking turns."""
+                     sample_time: float, progress=None, mover=None, seed: int = 0) -> dict:
+    """Warms up, then times `rounds` samples of each contestant, taking turns in an order drawn
+    (seeded) every round. mover (a _cells.Mover): every contestant's arrays move to new memory
+    before each round; None keeps them where they are."""
     cache = last_level_cache_bytes()
     estimate = {}
     for _ in range(max(1, warmup)):
@@ -191,6 +196,7 @@ def time_round_robin(contestants: list, elements: int, rounds: int, warmup: int,
                        primed=c.bytes_per_element * elements <= cache)
         for c in contestants
     }
+    order = np.random.default_rng([seed, 0x0D0E])
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -198,8 +204,12 @@ def time_round_robin(contestants: list, elements: int, rounds: int, warmup: int,
         for r in range(rounds):
             if progress is not None:
                 progress.phase(f"timing, round {r + 1}/{rounds}")
-            k = r % len(contestants)
-            for c in contestants[k:] + contestants[:k]:
+            if mover is not None:  # in an order of its own: no contestant allocates first
+                for k in order.permutation(len(contestants)):
+                    contestants[k].relocate(mover)
+                gc.collect()  # frees the old arrays now, not during a sample
+            for k in order.permutation(len(contestants)):
+                c = contestants[k]
                 timing = timings[c.name]
                 if timing.primed:
                     c.step()
@@ -218,6 +228,12 @@ def time_round_robin(contestants: list, elements: int, rounds: int, warmup: int,
 def paired_median(numerator: list, denominator: list) -> float:
     """The median over rounds of numerator[r] / denominator[r]."""
     return float(np.median(np.asarray(numerator) / np.asarray(denominator)))
+
+
+def paired_quartiles(numerator: list, denominator: list) -> list[float]:
+    """The 25th and 75th percentiles over rounds of numerator[r] / denominator[r]."""
+    ratios = np.asarray(numerator) / np.asarray(denominator)
+    return [float(x) for x in np.percentile(ratios, [25, 75])]
 
 
 def summarize(cell: Cell, contestants: list, timings: dict) -> dict:
@@ -241,6 +257,8 @@ def summarize(cell: Cell, contestants: list, timings: dict) -> dict:
                 * c.bytes_per_element / by_name[ROOFLINE].bytes_per_element)
         if mine is not None and name not in (PYOPTIM, ROOFLINE):
             figures["pyoptim_speedup"] = paired_median(timing.samples, mine.samples)
+            figures["pyoptim_speedup_quartiles"] = paired_quartiles(timing.samples,
+                                                                    mine.samples)
             figures["pyoptim_speedup_best"] = min(timing.samples) / min(mine.samples)
         out[name] = figures
     return out
