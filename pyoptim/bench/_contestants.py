@@ -82,12 +82,15 @@ def _host_states(master: list, cell: Cell) -> dict:
             for name in cell.variant.states}
 
 
-def _moved_calls(calls: list, params: list, grads: list, states: dict) -> list:
-    """calls (of _functional_calls) over moved arrays; the host states (NAdam's mu_product...)
-    carry on where they were."""
-    return [(params[i], grads[i],
-             {**kwargs, **{name: arrays[i] for name, arrays in states.items()}})
-            for i, (_, _, kwargs) in enumerate(calls)]
+def _relocate_host(c: "Contestant", move) -> None:
+    """Moves the host arrays of a contestant that steps through functional calls (its params,
+    grads, states and _calls); the host states in the calls (NAdam's mu_product...) carry on."""
+    c.params = [move(a) for a in c.params]
+    c.grads = [move(a) for a in c.grads]
+    c.states = {name: [move(a) for a in arrays] for name, arrays in c.states.items()}
+    c._calls = [(c.params[i], c.grads[i],
+                 {**kwargs, **{name: arrays[i] for name, arrays in c.states.items()}})
+                for i, (_, _, kwargs) in enumerate(c._calls)]
 
 
 def _functional_calls(params: list, grads: list, states: dict, variant, **extra) -> list:
@@ -203,10 +206,7 @@ class Pyoptim(Contestant):
     def relocate(self, move) -> None:
         if self.backend == "cuda":
             return
-        self.params = [move(a) for a in self.params]
-        self.grads = [move(a) for a in self.grads]
-        self.states = {name: [move(a) for a in arrays] for name, arrays in self.states.items()}
-        self._calls = _moved_calls(self._calls, self.params, self.grads, self.states)
+        _relocate_host(self, move)
 
     def close(self) -> None:
         self.params = self.grads = self.states = self._calls = None
@@ -244,10 +244,7 @@ class NumpyReference(Contestant):
         return Buffers(self.params, self.states, self.grads)
 
     def relocate(self, move) -> None:
-        self.params = [move(a) for a in self.params]
-        self.grads = [move(a) for a in self.grads]
-        self.states = {name: [move(a) for a in arrays] for name, arrays in self.states.items()}
-        self._calls = _moved_calls(self._calls, self.params, self.grads, self.states)
+        _relocate_host(self, move)
 
     def close(self) -> None:
         self.params = self.grads = self.states = self._calls = None
