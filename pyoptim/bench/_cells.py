@@ -139,13 +139,14 @@ class DTypes:
 ALIGNMENT = 64
 
 
-def empty(size: int, dtype) -> np.ndarray:
-    """An uninitialized 1-D array whose data starts at a multiple of ALIGNMENT bytes."""
+def empty(size: int, dtype, skip: int = 0) -> np.ndarray:
+    """An uninitialized 1-D array whose data starts at a multiple of ALIGNMENT bytes, `skip`
+    multiples of ALIGNMENT after the first one in its allocation."""
     dtype = np.dtype(dtype)
     if not ALIGNMENT:
         return np.empty(size, dtype)
-    raw = np.empty(size * dtype.itemsize + ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
+    raw = np.empty(size * dtype.itemsize + (skip + 1) * ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT + skip * ALIGNMENT
     return raw[start:start + size * dtype.itemsize].view(dtype)
 
 
@@ -167,14 +168,10 @@ class Mover:
         self._rng = np.random.default_rng([seed, 0x1A70])
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
-        if not ALIGNMENT:
-            return values.copy()
-        big = values.nbytes >= PAGE
-        raw = np.empty(values.nbytes + ALIGNMENT + (PAGE if big else 0), np.uint8)
-        start = -raw.ctypes.data % ALIGNMENT
-        if big:
-            start += int(self._rng.integers(PAGE // ALIGNMENT)) * ALIGNMENT
-        out = raw[start:start + values.nbytes].view(values.dtype).reshape(values.shape)
+        lines = 0
+        if ALIGNMENT and values.nbytes >= PAGE:
+            lines = int(self._rng.integers(PAGE // ALIGNMENT))
+        out = empty(values.size, values.dtype, skip=lines).reshape(values.shape)
         out[...] = values
         return out
 

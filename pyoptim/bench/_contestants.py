@@ -287,21 +287,26 @@ class _TorchOptimizer(Contestant):
                         for name in self.state_names},
                        [convert(p.grad) for p in self.params])
 
-    def relocate(self, move) -> None:
-        """Moves the params (p.data), their grads and the optimizer's state tensors (not its
-        scalar ones: torch's step counts)."""
-        if self.params[0].device.type != "cpu":
-            return
-        torch = self._torch
-        moved = lambda t: _to_torch(torch, move(_to_numpy(torch, t)), "cpu")  # noqa: E731
+    def _moved(self, move, tensor):
+        return _to_torch(self._torch, move(_to_numpy(self._torch, tensor)), "cpu")
+
+    def _move_params(self, move) -> None:
+        """Moves the params (p.data) and their grads."""
         for p in self.params:
             grad = p.grad
-            p.data = moved(p)
-            p.grad = moved(grad)
+            p.data = self._moved(move, p)
+            p.grad = self._moved(move, grad)
+
+    def relocate(self, move) -> None:
+        """Moves the params, their grads and the optimizer's state tensors (not its scalar ones:
+        torch's step counts)."""
+        if self.params[0].device.type != "cpu":
+            return
+        self._move_params(move)
         for entry in self.opt.state.values():
             for key, value in entry.items():
-                if isinstance(value, torch.Tensor) and value.ndim > 0:
-                    entry[key] = moved(value)
+                if isinstance(value, self._torch.Tensor) and value.ndim > 0:
+                    entry[key] = self._moved(move, value)
 
     def close(self) -> None:
         self.params = self.opt = None
@@ -408,9 +413,7 @@ class PyoptimTorch(_TorchOptimizer):
         if self.params[0].device.type != "cpu":
             return
         saved = self.opt.state_dict()
-        for entry in self.opt.state.values():  # the tensors _TorchOptimizer would move
-            entry.clear()
-        super().relocate(move)
+        self._move_params(move)
         self.opt = self._build()
         self.opt.load_state_dict(saved)
 
