@@ -52,7 +52,18 @@ What differs from torch.optim:
   ``step()``, as for torch's fused optimizers.
 * pyoptim's options, keyword-only: ``state_dtype``, ``max_grad_norm`` and ``clip_value``
   (clipping folded into the update, CPU only), ``skip_nonfinite`` (a step with a NaN or Inf
-  gradient anywhere changes nothing), ``backend``; see pyoptim.optim.
+  gradient anywhere changes nothing), ``backend``; see pyoptim.optim. And ``flat_grads``:
+* ``flat_grads=True`` (default False): the optimizer makes every param's ``.grad`` a view of
+  one flat buffer per dtype and device (a grad already there is copied in), as
+  DistributedDataParallel's ``gradient_as_bucket_view`` does. Backward accumulates into those
+  views in place, so a step only checks that each ``.grad`` is still its view instead of
+  reading and checking every grad (on CPU, about a quarter less time per step for a model of
+  many small tensors). ``zero_grad()`` zeroes the buffers in place whatever ``set_to_none``
+  says, so a param that then gets no gradient steps with a zero one, as torch.optim does
+  after ``zero_grad(set_to_none=False)`` (Adam's moments decay; for plain SGD nothing
+  changes). A param that does not require grad gets no view. A ``.grad`` replaced or set to
+  None by hand is read as it is (the step is then as without the option) until the
+  optimizer's ``zero_grad()`` makes the views the grads again.
 * ``foreach``, ``fused`` and ``capturable`` are accepted and ignored; ``differentiable=True``,
   sparse gradients, complex params and a tensor or pyoptim schedule as ``lr`` are refused (use
   ``torch.optim.lr_scheduler``). An optimizer cannot be pickled or deep-copied: save its
@@ -62,6 +73,7 @@ What differs from torch.optim:
 from __future__ import annotations
 
 import inspect
+import operator
 from collections import defaultdict
 from typing import Any
 
@@ -77,6 +89,9 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", 
            "Adadelta", "ASGD", "Rprop", "Lion", "Lamb"]
 
 _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+_GRAD = operator.attrgetter("grad")
+_DATA_PTR = operator.methodcaller("data_ptr")
+_FLAT_ALIGN = 64  # bytes: each flat grad view starts on a cache line
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -92,17 +107,25 @@ class Optimizer(torch.optim.Optimizer):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "_engine_class" in cls.__dict__:  # torch's signature and defaults, with pyoptim's
-            cls.__signature__ = inspect.signature(cls._engine_class)
+            signature = inspect.signature(cls._engine_class)
+            flat = inspect.Parameter("flat_grads", inspect.Parameter.KEYWORD_ONLY,
+                                     default=False)
+            cls.__signature__ = signature.replace(
+                parameters=[*signature.parameters.values(), flat])
 
-    def __init__(self, params, *args, **kwargs):
+    def __init__(self, params, *args, flat_grads: bool = False, **kwargs):
         if kwargs.get("state_dtype") is not None:
             kwargs["state_dtype"] = _numpy_dtype(kwargs["state_dtype"])
+        if not isinstance(flat_grads, bool):
+            raise TypeError(f"flat_grads must be True or False, got {flat_grads!r}")
         # the engine checks the hyperparameters and holds the state; torch's __init__ then adds
         # the param groups through add_param_group
         self._engine = self._engine_class(NO_PARAMS, *args, **kwargs)
         _check_lr(self._engine.defaults["lr"], "lr")
         self._pointers: list[int] = []
         self._by_address = False
+        self._flat_grads = flat_grads
+        self._flat: _FlatGrads | None = None
         self._steps = torch.zeros(0, dtype=torch.float32)  # the engine's step counts, for .state
         self._state_source = None
         super().__init__(params, self._engine.defaults)
@@ -134,6 +157,11 @@ class Optimizer(torch.optim.Optimizer):
         self._by_address = engine._placement == _arrays.HOST and engine.backend != "numpy" and \
             all(p.numel() > 0 for p in engine._params)
         self._steps = torch.zeros(len(engine._params), dtype=torch.float32)
+        if self._flat_grads:
+            self._flat = _FlatGrads(engine._params)
+            views = self._flat.views
+            self._flat.given = (self._grad_addresses(views) if self._by_address else None) \
+                or self._views(views)
         self._refresh_state()
 
     # -----------------------------------------------------------------------------------------
@@ -158,22 +186,31 @@ class Optimizer(torch.optim.Optimizer):
         if found_inf is not None and float(found_inf) != 0.0:
             return loss  # an inf or NaN in the scaled gradients: GradScaler skips this step
         engine = self._engine
-        given = self._grad_addresses() if self._by_address else None
+        given = None
+        if self._flat is not None and self._flat.in_place(engine._params, self._pointers):
+            given = self._flat.given
+        elif self._by_address:
+            given = self._grad_addresses()
         if given is None:
             self._check_not_moved()
-            grads = [p.grad for p in engine._params]
-            if engine._placement == _arrays.HOST:
-                given = [None if g is None else _host_grad(g, i) for i, g in enumerate(grads)]
-            else:
-                given = grads
+            given = self._views([p.grad for p in engine._params])
         engine.step(given, grad_scale=None if grad_scale is None else float(grad_scale))
         self._steps.numpy()[...] = engine._steps
         if self._state_source != self._source():
             self._refresh_state()
         return loss
 
-    def _grad_addresses(self) -> GradAddresses | None:
-        """The address of every param's grad (0: no grad), when each is what torch makes: a
+    def _views(self, grads: list) -> list:
+        """What the engine's step takes for these grads (one per param, or None) when
+        _grad_addresses does not vouch for them: NumPy views of host grads, or the tensors
+        themselves (the engine refuses what it cannot take, by name)."""
+        if self._engine._placement == _arrays.HOST:
+            return [None if g is None else _host_grad(g, i) for i, g in enumerate(grads)]
+        return grads
+
+    def _grad_addresses(self, grads=None) -> GradAddresses | None:
+        """The address of every param's grad (``grads``, default: their ``.grad``; 0: no grad),
+        when each is what torch makes: a
         dense, contiguous CPU tensor of its param's dtype and size, without a negative bit
         (p.grad's setter guarantees the device and size, not the dtype: see torch's
         grad_dtype). The C++ backend then reads the grads' memory without a NumPy view of each;
@@ -183,12 +220,13 @@ class Optimizer(torch.optim.Optimizer):
 
         This loop is the per-tensor cost of a step: about 0.5 us per tensor, nearly all of it in
         torch's attribute reads (the same loop in C++ through the C API took 15% less)."""
-        addresses, grads = [], []
-        append, hold = addresses.append, grads.append
+        addresses, held = [], []
+        append, hold = addresses.append, held.append
+        params = self._engine._params
         try:
-            for p, pointer, dtype, numel in zip(self._engine._params, self._pointers,
-                                                self._dtypes, self._numels):
-                g = p.grad
+            for p, g, pointer, dtype, numel in zip(params, map(_GRAD, params) if grads is None
+                                                   else grads, self._pointers, self._dtypes,
+                                                   self._numels):
                 if g is None:
                     if p.data_ptr() != pointer:
                         return None
@@ -201,7 +239,7 @@ class Optimizer(torch.optim.Optimizer):
                     return None
         except RuntimeError:  # a sparse grad has no strides
             return None
-        return GradAddresses(addresses, grads)
+        return GradAddresses(addresses, held)
 
     def _check_not_moved(self) -> None:
         pointers = [p.data_ptr() for p in self._engine._params]
@@ -211,6 +249,20 @@ class Optimizer(torch.optim.Optimizer):
                 f"{type(self).__name__}: params[{i}] no longer has the memory this optimizer "
                 "was built with (its .data was replaced, e.g. by module.to() or .half()); build "
                 "the optimizer after moving or converting the model")
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch.optim's zero_grad. With ``flat_grads=True``, every param's ``.grad`` is its view
+        of the flat grad buffers again, zeroed (one fill per buffer), whatever ``set_to_none``
+        says: a param that then gets no gradient steps with a zero one, as in torch.optim after
+        ``zero_grad(set_to_none=False)``."""
+        flat = self._flat
+        if flat is None:
+            return super().zero_grad(set_to_none)
+        if not hasattr(self, "_zero_grad_profile_name"):
+            self._patch_step_function()
+        with torch.autograd.profiler.record_function(self._zero_grad_profile_name):
+            self._check_not_moved()
+            flat.zero(self._engine._params, set_to_none)
 
     # -----------------------------------------------------------------------------------------
     # state
@@ -386,6 +438,78 @@ _HYPERPARAMETERS = frozenset().union(
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+class _FlatGrads:
+    """``flat_grads=True``: the grads of an optimizer's params as views of one flat buffer per
+    dtype and device, set as their ``.grad`` once. Backward accumulates into a ``.grad`` that
+    exists, in place (torch's AccumulateGrad, outside create_graph), so the views stay the
+    grads from step to step, as DistributedDataParallel's ``gradient_as_bucket_view`` relies
+    on. A step then checks each param with three cheap reads (``.grad`` is its view, the view's
+    and the param's memory did not move) instead of reading and checking each grad, and hands
+    the engine the addresses it computed once (``given``).
+
+    A param that does not require grad gets no view (a frozen param keeps no .grad, and takes
+    no step, as in torch). Each view starts on a cache line; a param's existing .grad is copied
+    into its view."""
+
+    __slots__ = ("buffers", "views", "given", "_owned", "_addresses")
+
+    def __init__(self, params: list):
+        offsets, ends = [], {}
+        for p in params:
+            if not p.requires_grad:
+                offsets.append(None)
+                continue
+            key = (p.dtype, p.device)
+            per = max(1, _FLAT_ALIGN // p.element_size())
+            start = -(-ends.get(key, 0) // per) * per
+            offsets.append(start)
+            ends[key] = start + p.numel()
+        self.buffers = [torch.zeros(end, dtype=dtype, device=device)
+                        for (dtype, device), end in ends.items()]
+        buffer_of = dict(zip(ends, self.buffers))
+        self.views = []
+        with torch.no_grad():
+            for p, start in zip(params, offsets):
+                view = None
+                if start is not None:
+                    view = buffer_of[p.dtype, p.device][start:start + p.numel()].view(p.shape)
+                    if p.grad is not None:
+                        view.copy_(p.grad if p.grad.layout == torch.strided else
+                                   p.grad.to_dense())
+                    p.grad = view
+                self.views.append(view)
+        self._owned = [v for v in self.views if v is not None]
+        self._addresses = [v.data_ptr() for v in self._owned]
+        self.given = None  # set by the optimizer: what its engine's step takes for the views
+
+    def in_place(self, params: list, pointers: list[int]) -> bool:
+        """Whether every param's .grad is still its view (None where it has none), the views
+        still have their memory (no ``.data`` or ``set_()`` on them), and the params theirs."""
+        return (all(map(operator.is_, map(_GRAD, params), self.views))
+                and list(map(_DATA_PTR, self._owned)) == self._addresses
+                and list(map(_DATA_PTR, params)) == pointers)
+
+    def zero(self, params: list, set_to_none: bool) -> None:
+        """Zeroes the views and makes each its param's .grad again (a param without a view:
+        torch's zero_grad)."""
+        for buffer in self.buffers:
+            buffer.zero_()
+        for view, address in zip(self._owned, self._addresses):
+            if view.data_ptr() != address:  # given other memory (.data, set_()): zeroed there
+                view.zero_()
+        for p, view in zip(params, self.views):
+            grad = p.grad
+            if view is not None:
+                if grad is not view:
+                    p.grad = view
+            elif grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    grad.detach_() if grad.grad_fn is not None else grad.requires_grad_(False)
+                    grad.zero_()
 
 
 def _numpy_dtype(dtype) -> np.dtype:

@@ -438,6 +438,8 @@ _CONTESTANT_KINDS = [
                                                                    reason="no torch")),
     pytest.param("pyoptim.torch", "torch", marks=pytest.mark.skipif(not _has("torch"),
                                                                      reason="no torch")),
+    pytest.param("pyoptim.torch-flat", "torch", marks=pytest.mark.skipif(not _has("torch"),
+                                                                          reason="no torch")),
     pytest.param("deepspeed", "deepspeed", marks=pytest.mark.skipif(not _has("deepspeed"),
                                                                      reason="no deepspeed")),
 ]
@@ -456,11 +458,11 @@ def test_a_contestant_moved_before_every_step_computes_what_it_did(kind, needs, 
     place gets (pyoptim: bit for bit), and none of its arrays is where it was. One thread:
     torch 2.13's fused 16-bit SGD races between threads (bench/README.md)."""
     cell = Cell(VARIANTS[variant], DTypes.parse(dtypes), Shape.parse(shape), 1,
-                "torch" if kind == "pyoptim.torch" else "arrays")
+                kind.removeprefix("pyoptim.") if kind.startswith("pyoptim.") else "arrays")
     master = master_data(cell.shape, seed=4)
 
     def make():
-        if kind in ("pyoptim", "pyoptim.torch"):
+        if kind.startswith("pyoptim"):
             return _contestants.make_pyoptim(cell, master, "cpu")
         return _contestants.make_peer(kind, cell, master, "cpu")
 
@@ -607,29 +609,35 @@ def test_gpt_tiny_is_the_parameter_list_of_a_gpt2_module():
 
 @needs_core
 def test_pyoptim_torch_runs_against_torch_fused_on_a_models_parameters(tmp_path, capsys):
-    """--api arrays,torch: the same cell through pyoptim's array API and through pyoptim.torch,
-    both validated (bit for bit) and timed against torch fused on the same tensors; the torch
-    cell's target is evaluated."""
+    """--api all: the same cell through pyoptim's array API, through pyoptim.torch and through
+    pyoptim.torch with flat_grads=True, each validated (bit for bit) and timed against torch
+    fused on the same tensors; both torch cells' targets are evaluated, and the torch table has
+    a row for each."""
     pytest.importorskip("torch")
     status = cli.main(["bench", "--optimizers", "adamw", "--sizes", "gpt-tiny",
-                       "--threads", "1", "--api", "arrays,torch", "--peers", "torch-fused",
+                       "--threads", "1", "--api", "all", "--peers", "torch-fused",
                        "--no-plots", "--out", str(tmp_path), *TINY])
     assert status == 0
     out = capsys.readouterr().out
-    assert "adamw (torch)" in out and "gpt-tiny" in out
+    assert "adamw (torch)" in out and "adamw (torch-flat)" in out and "gpt-tiny" in out
     data = _load(tmp_path)
-    arrays, torch_api = data["cells"]
-    assert (arrays["label"], torch_api["label"]) == ("adamw fp32 gpt-tiny 1t",
-                                                     "adamw fp32 gpt-tiny 1t torch")
-    assert (arrays["api"], torch_api["api"]) == ("arrays", "torch")
-    for cell in (arrays, torch_api):
+    arrays, torch_api, flat_api = data["cells"]
+    assert [c["label"] for c in data["cells"]] == [
+        "adamw fp32 gpt-tiny 1t", "adamw fp32 gpt-tiny 1t torch",
+        "adamw fp32 gpt-tiny 1t torch-flat"]
+    assert [c["api"] for c in data["cells"]] == ["arrays", "torch", "torch-flat"]
+    for cell in data["cells"]:
         assert cell["elements"] == 947328 and cell["shape"]["model"] == "gpt-tiny"
         assert _entry(cell, "pyoptim")["validation"]["exact"]
         fused = _entry(cell, "torch-fused")
         assert fused["validation"]["ok"] and fused["timing"]["pyoptim_speedup"] > 0
-    (target,) = [t for t in data["targets"] if t["cell"] == torch_api["label"]]
-    assert target["threshold"] == 2.0
-    assert target["value"] == _entry(torch_api, "torch-fused")["timing"]["pyoptim_speedup"]
+    for cell in (torch_api, flat_api):
+        (target,) = [t for t in data["targets"] if t["cell"] == cell["label"]]
+        assert target["threshold"] == 2.0
+        assert target["value"] == _entry(cell, "torch-fused")["timing"]["pyoptim_speedup"]
+    rows = _report.torch_rows(data["cells"])
+    assert [row[4] for row in rows] == ["p.grad", "flat_grads=True"]
+    assert all(row[6] == rows[0][6] != "-" for row in rows)  # the array API's cell, both
 
 
 @needs_core
@@ -649,6 +657,20 @@ def test_pyoptim_torch_contestant_fails_validation_when_broken(monkeypatch):
     assert not checks["broken"].ok
     # bf16 params, fp32 state: pyoptim's choice, also through pyoptim.torch
     assert good.opt.state[good.params[0]]["momentum_buffer"].dtype == torch.float32
+
+
+@needs_core
+def test_the_torch_flat_contestant_steps_on_flat_grads():
+    pytest.importorskip("torch")
+    cell = Cell(VARIANTS["adam"], DTypes.parse("fp32"), Shape.parse("gpt-tiny"), 1, "torch-flat")
+    master = master_data(cell.shape, seed=1)
+    contestant = _contestants.make_pyoptim(cell, master, "cpu")
+    base = contestant.params[0].grad._base
+    assert base is not None and all(p.grad._base is base for p in contestant.params)
+    for p, g in zip(contestant.params, master[1]):
+        np.testing.assert_array_equal(p.grad.numpy().ravel(), np.asarray(g).ravel())
+    contestant.relocate(_cells.Mover(seed=3))
+    assert contestant.opt._flat.in_place(contestant.params, contestant.opt._pointers)
 
 
 def test_api_torch_refuses_grads_of_another_dtype(capsys):
@@ -673,6 +695,7 @@ def test_quick_and_full_plans_run_pyoptim_torch_against_torch_fused():
         planned = dict(bench.plan(parser.parse_args(argv)))
         by_label = {cell.label: peers for cell, peers in planned.items()}
         assert "torch-fused" in by_label["adam fp32 gpt-tiny 1t torch"]
+        assert "torch-fused" in by_label["adam fp32 gpt-tiny 1t torch-flat"]
         assert "adam fp32 gpt-tiny 1t" in by_label  # the array API on the same tensors
 
 

@@ -209,7 +209,8 @@ def test_signature_and_defaults_are_torchs(name):
         assert ours[key].default == parameter.default, key
         assert ours[key].kind == parameter.kind, key
     extra = set(ours) - set(theirs)
-    assert extra <= {"state_dtype", "max_grad_norm", "clip_value", "skip_nonfinite", "backend"}
+    assert extra <= {"state_dtype", "max_grad_norm", "clip_value", "skip_nonfinite", "backend",
+                     "flat_grads"}
     assert all(ours[k].kind == inspect.Parameter.KEYWORD_ONLY for k in extra)
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _cpu
-from ._cells import (APIS, CORE_VARIANTS, DEFAULT_VARIANTS, MODELS, SHORT, VARIANTS, Cell,
+from ._cells import (APIS, TORCH_APIS, CORE_VARIANTS, DEFAULT_VARIANTS, MODELS, SHORT, VARIANTS, Cell,
                      DTypes, Shape, bytes_per_element)
 from ._contestants import PEERS
 
@@ -219,7 +219,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", type=_apis, metavar="LIST",
                         help="how pyoptim is called: 'arrays' (default: its array API), 'torch' "
                              "(pyoptim.torch over tensors whose .grad is set, as torch.optim "
-                             "is), or both: 'arrays,torch' or 'all'")
+                             "is), 'torch-flat' (the same with flat_grads=True), a list of them "
+                             "or 'all'")
     parser.add_argument("--backend", choices=("cpu", "cuda", "numpy"), default="cpu",
                         help="pyoptim's backend: cpu (C++), cuda (torch CUDA tensors) or numpy "
                              "(the reference); default cpu")
@@ -277,9 +278,9 @@ def plan(args: argparse.Namespace) -> list[tuple[Cell, tuple]]:
     for suite in suites:
         peers = tuple(p for p in args.peers if suite.peers is None or p in suite.peers)
         for cell in suite.cells():
-            if cell.api == "torch" and not custom and not torch_installed:
+            if cell.api in TORCH_APIS and not custom and not torch_installed:
                 continue
-            if cell.api == "torch" and cell.dtypes.grad != cell.dtypes.param:
+            if cell.api in TORCH_APIS and cell.dtypes.grad != cell.dtypes.param:
                 raise BenchError(
                     f"--api torch: {cell.dtypes.label} has grads of another dtype than the "
                     "params; torch keeps a grad in its param's dtype")

@@ -306,8 +306,10 @@ class Shape:
 # How pyoptim is called in a cell: "arrays", its array API (pyoptim.functional on a flat
 # buffer, the one-call many-array step on a list of arrays), or "torch", pyoptim.torch's
 # optimizer over torch tensors whose .grad is set, stepped as a training loop steps it (what the
-# torch.optim peers run, behind the same interface).
-APIS = ("arrays", "torch")
+# torch.optim peers run, behind the same interface), or "torch-flat", the same with
+# flat_grads=True (each .grad a view of one flat buffer).
+TORCH_APIS = ("torch", "torch-flat")
+APIS = ("arrays", *TORCH_APIS)
 
 
 @dataclass(frozen=True)

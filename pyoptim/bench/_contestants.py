@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _cpu, _spec, functional, reference
-from ._cells import (Cell, DTypes, array_like, bytes_per_element, full, numpy_dtype,
+from ._cells import (TORCH_APIS, Cell, DTypes, array_like, bytes_per_element, full, numpy_dtype,
                      second_pass_bytes)
 
 PEERS = ("numpy", "torch-forloop", "torch-foreach", "torch-fused", "deepspeed")
@@ -268,7 +268,9 @@ class _TorchOptimizer(Contestant):
     def _tensors(self, master: tuple, device: str) -> None:
         params, grads = master
         torch = self._torch
-        self.params = [_to_torch(torch, a, device)
+        # leaves that require grad, as a model's parameters are (pyoptim.torch's flat_grads
+        # gives a view to those only)
+        self.params = [torch.nn.Parameter(_to_torch(torch, a, device))
                        for a in _host_arrays(params, self.dtypes.param)]
         for p, g in zip(self.params, _host_arrays(grads, self.dtypes.grad)):
             p.grad = _to_torch(torch, g, device)
@@ -384,7 +386,9 @@ def make_peer(name: str, cell: Cell, master: tuple, backend: str) -> Contestant:
 class PyoptimTorch(_TorchOptimizer):
     """pyoptim.torch's optimizer (the cell's api "torch") over torch tensors whose .grad is set,
     stepped as a training loop steps it: the interface and the tensors the torch.optim peers get,
-    so that the comparison includes what a step costs per tensor on either side."""
+    so that the comparison includes what a step costs per tensor on either side. Api
+    "torch-flat": built with flat_grads=True (it copies the grads into views of a flat buffer and
+    makes those the .grad)."""
 
     role = PYOPTIM
 
@@ -403,6 +407,7 @@ class PyoptimTorch(_TorchOptimizer):
         cls = getattr(pyoptim.torch, optim.OPTIMIZER_NAMES[cell.variant.optimizer][0].__name__)
         self._build = lambda: cls(self.params, **cell.variant.options,  # noqa: E731
                                   state_dtype=numpy_dtype(cell.dtypes.state),
+                                  flat_grads=cell.api == "torch-flat",
                                   **({"backend": "numpy"} if backend == "numpy" else {}))
         self.opt = self._build()
 
@@ -420,7 +425,7 @@ class PyoptimTorch(_TorchOptimizer):
 
 def make_pyoptim(cell: Cell, master: tuple, backend: str) -> Contestant:
     """pyoptim through the cell's api."""
-    if cell.api == "torch":
+    if cell.api in TORCH_APIS:
         return PyoptimTorch(cell, master, backend)
     return Pyoptim(cell, master, backend)
 

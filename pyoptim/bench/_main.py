@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import _cpu
 from . import BenchError, SETTINGS, _cells, _report
-from ._cells import Cell, Mover, master_data
+from ._cells import TORCH_APIS, Cell, Mover, master_data
 from ._contestants import (CONTROL, PYOPTIM, ROOFLINE, Roofline, Unavailable, cuda_torch,
                            import_torch, make_control, make_peer, make_pyoptim)
 from ._runner import summarize, time_round_robin, validate
@@ -139,7 +139,7 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
             cuda_torch()
         except Unavailable as e:
             raise BenchError(f"--backend cuda needs torch with CUDA and a GPU: {e}") from None
-    if any(cell.api == "torch" for cell, _ in plan):
+    if any(cell.api in TORCH_APIS for cell, _ in plan):
         try:
             import_torch()
         except Unavailable as e:

@@ -235,18 +235,20 @@ def short_rows(cells: list[dict], labels) -> list[list[str]]:
     return rows
 
 
-TORCH_COLUMNS = ("optimizer", "dtypes", "params", "threads", "pyoptim.torch ms", "array API ms",
-                 "torch fused ms", "torch fused / pyoptim.torch")
+TORCH_COLUMNS = ("optimizer", "dtypes", "params", "threads", "grads", "pyoptim.torch ms",
+                 "array API ms", "torch fused ms", "torch fused / pyoptim.torch")
+_GRADS = {"torch": "p.grad", "torch-flat": "flat_grads=True"}
 
 
 def torch_rows(cells: list[dict]) -> list[list[str]]:
-    """pyoptim.torch (the cells of api "torch") against torch fused, with the same cell through
-    pyoptim's array API where the run has it (the floor: no per-tensor work in Python)."""
+    """pyoptim.torch (the cells of api "torch": grads as torch makes them; "torch-flat": with
+    flat_grads=True) against torch fused, with the same cell through pyoptim's array API where
+    the run has it (the floor: no per-tensor work in Python)."""
     arrays = {(c["variant"], c["dtypes_label"], c["shape"]["label"], c["threads"]): c
               for c in cells if c.get("api", "arrays") == "arrays"}
     rows = []
     for cell in cells:
-        if cell.get("api") != "torch":
+        if cell.get("api") not in _GRADS:
             continue
         key = (cell["variant"], cell["dtypes_label"], cell["shape"]["label"], cell["threads"])
 
@@ -259,7 +261,8 @@ def torch_rows(cells: list[dict]) -> list[list[str]]:
         speedup = fused.get("pyoptim_speedup")
         rows.append([cell["variant"], cell["dtypes_label"],
                      f"{cell['shape']['label']} ({cell['shape']['count']} tensors)",
-                     str(cell["threads"]), ms(cell, PYOPTIM), ms(arrays.get(key), PYOPTIM),
+                     str(cell["threads"]), _GRADS[cell["api"]], ms(cell, PYOPTIM),
+                     ms(arrays.get(key), PYOPTIM),
                      ms(cell, "torch-fused"), f"{speedup:.2f}x" if speedup else "-"])
     return rows
 
@@ -304,7 +307,7 @@ def evaluate_targets(cells: list[dict]) -> list[dict]:
         return entry["timing"].get("pyoptim_speedup")
 
     ok_cells = [c for c in cells if (_pyoptim(c) or {}).get("timing")]
-    torch_api = [c for c in ok_cells if c.get("api") == "torch"]
+    torch_api = [c for c in ok_cells if c.get("api") in _GRADS]
     ok_cells = [c for c in ok_cells if c.get("api", "arrays") == "arrays"]
     for size in ("2^24", "2^26"):
         for cell in _find(ok_cells, "adam", "fp32", size):
