@@ -41,10 +41,7 @@ class Case:
         self.p, self.g, self.s = filled(n, seed), filled(n, seed + 1), filled(n, seed + 2)
         self.host = {"eta": np.array([1e-2], np.float32), "mu": np.array([1.0], np.float32)}
 
-    def step(self, p=None, g=None, s=None, host=None, backend=None, t=None):
-        p, g, s = (self.p, self.g, self.s) if p is None else (p, g, s)
-        host = self.host if host is None else host
-        t = self.t if t is None else t
+    def step(self, p, g, s, host, t, backend=None):
         if self.name == "sgd momentum":
             F.sgd(p, g, momentum_buffer=s, step=t, lr=1e-3, momentum=0.9, backend=backend)
         else:
@@ -57,7 +54,7 @@ class Case:
             arrays = [a.copy() for a in (self.p, self.g, self.s)]
             host = {k: v.copy() for k, v in self.host.items()}
             for t in range(1, 8):
-                self.step(*arrays, host, backend, t)
+                self.step(*arrays, host, t, backend)
             runs.append(arrays + list(host.values()))
         for got, want in zip(*runs):
             if not np.array_equal(got, want):
@@ -65,7 +62,7 @@ class Case:
 
     def timed(self) -> float:
         start = time.perf_counter()
-        self.step()
+        self.step(self.p, self.g, self.s, self.host, self.t)
         self.t += 1
         return time.perf_counter() - start
 

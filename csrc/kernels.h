@@ -125,11 +125,16 @@ inline T scaled_gradient(T grad, T grad_factor, T clip) {
   return grad;
 }
 
-// Whether a step writes some state buffer without reading it.
+// Whether a step writes state buffer k without reading it, and whether it does so for any.
+template <class Rule, unsigned F>
+constexpr bool write_only(int k) {
+  return Rule::writes(F, k) && !Rule::reads(F, k);
+}
+
 template <class Rule, unsigned F>
 constexpr bool has_write_only_state() {
   for (int k = 0; k < static_cast<int>(Rule::state_names.size()); ++k) {
-    if (Rule::writes(F, k) && !Rule::reads(F, k)) return true;
+    if (write_only<Rule, F>(k)) return true;
   }
   return false;
 }
@@ -187,7 +192,7 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
     for (std::int64_t start = head; start < n; start += kBlock) {
       const std::int64_t end = std::min(n, start + kBlock);
       for (int k = 0; k < K; ++k) {
-        if (!Rule::writes(F, k) || Rule::reads(F, k)) continue;
+        if (!write_only<Rule, F>(k)) continue;
         const auto line = reinterpret_cast<std::uintptr_t>(state[k] + start) + kAhead * sizeof(S);
         for (std::uintptr_t b = 0; b < kBlock * sizeof(S); b += kLine) {
           __builtin_prefetch(reinterpret_cast<const void*>(line + b), 1, 3);
