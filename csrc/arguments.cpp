@@ -3,6 +3,9 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <utility>
 
 namespace py = pybind11;
 
@@ -212,12 +215,38 @@ void raise_problem(const Inspected& inspected, py::handle obj, const std::string
   throw py::value_error(name + ": internal error (no problem to raise)");
 }
 
+void sort_by_start(std::vector<Extent>& extents) {
+  auto by_start = [](const Extent& x, const Extent& y) { return x.start < y.start; };
+  if (std::is_sorted(extents.begin(), extents.end(), by_start)) return;
+  if (extents.size() < kRadixSortMin) {
+    std::sort(extents.begin(), extents.end(), by_start);
+    return;
+  }
+  // Least significant digit first, a byte at a time, over the bits in which the starts differ
+  // (stable, so each pass keeps the order of the last); a pass whose byte is the same for all
+  // extents moves nothing.
+  std::uintptr_t low = extents[0].start, high = extents[0].start;
+  for (const Extent& e : extents) {
+    low = std::min(low, e.start);
+    high = std::max(high, e.start);
+  }
+  const int bits = std::bit_width(high - low);
+  std::vector<Extent> other(extents.size());
+  for (int shift = 0; shift < bits; shift += 8) {
+    const auto digit = [low, shift](const Extent& e) { return ((e.start - low) >> shift) & 0xff; };
+    std::array<std::size_t, 256> first{};
+    for (const Extent& e : extents) ++first[digit(e)];
+    if (first[digit(extents[0])] == extents.size()) continue;
+    std::size_t sum = 0;
+    for (std::size_t& f : first) sum += std::exchange(f, sum);
+    for (const Extent& e : extents) other[first[digit(e)]++] = e;
+    extents.swap(other);
+  }
+}
+
 void check_no_overlap(std::vector<Extent>& extents, const std::string& prefix,
                       const std::function<std::string(int, std::size_t)>& name) {
-  auto by_start = [](const Extent& x, const Extent& y) { return x.start < y.start; };
-  if (!std::is_sorted(extents.begin(), extents.end(), by_start)) {
-    std::sort(extents.begin(), extents.end(), by_start);
-  }
+  sort_by_start(extents);
   for (std::size_t i = 1; i < extents.size(); ++i) {
     const Extent& a = extents[i - 1];
     const Extent& b = extents[i];

@@ -84,6 +84,18 @@ struct Inspected {
   Problem problem;
 };
 
+// Brings an array argument's object, then its shape, into the cache some arguments ahead of its
+// check (_core.step over thousands of arrays: the checks of 2000 x 4 arrays moved in memory
+// took 0.91x the time with the radix sort alone, 0.83-0.85x with this too, on the Intel Xeon;
+// the Plan's check of 2000 grads gained nothing measurable from it and does without).
+inline constexpr std::size_t kFetchAhead = 8;
+inline void prefetch_object(pybind11::handle obj) { __builtin_prefetch(obj.ptr()); }
+inline void prefetch_shape(pybind11::handle obj) {
+  if (pybind11::isinstance<pybind11::array>(obj)) {
+    __builtin_prefetch(pybind11::detail::array_proxy(obj.ptr())->dimensions);
+  }
+}
+
 // The checks of check_array, without building any message.
 Inspected inspect_array(pybind11::handle obj, bool written, const Shape* shape);
 
@@ -121,6 +133,13 @@ inline Extent extent_of(const Buffer& b, int slot, std::size_t index) {
   const auto start = reinterpret_cast<std::uintptr_t>(b.data);
   return Extent{start, start + static_cast<std::uintptr_t>(b.nbytes), slot, index};
 }
+
+// Sorts extents by start address: std::sort below kRadixSortMin extents, a radix sort above,
+// where std::sort's mispredicted branches made it 3-4x slower (8000 extents in random order, as
+// 2000 arrays moved in memory give: 300 us against 70-115 us on the Intel Xeon; 800: 6 us
+// either way).
+inline constexpr std::size_t kRadixSortMin = 1024;
+void sort_by_start(std::vector<Extent>& extents);
 
 // No two arguments may share memory: the kernel reads and writes through restrict pointers,
 // and a param updated twice, or a state that is also a grad, is a bug in the caller. Sorts

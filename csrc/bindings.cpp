@@ -102,6 +102,20 @@ void run_step(const std::string& name, unsigned flags, py::handle params_obj, py
   DTypes dtypes{};
   bool state_dtype_known = false;  // a step without state buffers counts as the param's dtype
   for (std::size_t i = 0; i < count; ++i) {
+    if (i + kFetchAhead < count) {
+      prefetch_object(params[i + kFetchAhead]);
+      prefetch_object(grads[i + kFetchAhead]);
+      for (int k = 0; k < num_states; ++k) {
+        if (!states[k].empty()) prefetch_object(states[k][i + kFetchAhead]);
+      }
+    }
+    if (i + kFetchAhead / 2 < count) {
+      prefetch_shape(params[i + kFetchAhead / 2]);
+      prefetch_shape(grads[i + kFetchAhead / 2]);
+      for (int k = 0; k < num_states; ++k) {
+        if (!states[k].empty()) prefetch_shape(states[k][i + kFetchAhead / 2]);
+      }
+    }
     const Buffer p = check_array(params[i], names.name(0, i), true);
     const auto param_name = [&names, i] { return names(0, i); };  // "param", unprefixed
     const Buffer g = check_array(grads[i], names.name(1, i), false, &p.shape, param_name);

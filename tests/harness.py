@@ -185,3 +185,14 @@ def run_parity(backend: Backend, case: Case, combo, n: int, steps: int = STEPS, 
                 _compare_tiled(backend.to_host(actual), expected, tolerance, f"{name}, {where}")
             else:
                 assert_close(backend.to_host(actual), expected, tolerance, f"{name}, {where}")
+
+
+def shuffled_views(count: int, size: int, seed: int):
+    """2 * count float32 views of `size` elements of one buffer (random values), in an order
+    unrelated to where they lie, as many arrays moved in memory are: (buffer, slot of each view
+    in it, the first count views, the other count)."""
+    rng = np.random.default_rng(seed)
+    pool = rng.standard_normal(2 * count * size).astype(np.float32)
+    slots = rng.permutation(2 * count)
+    views = [pool[s * size:(s + 1) * size] for s in slots]
+    return pool, slots, views[:count], views[count:]

@@ -9,6 +9,7 @@ import pytest
 
 import pyoptim
 from pyoptim import _cpu
+from harness import shuffled_views
 
 BACKENDS = ["cpu", "numpy"]
 
@@ -199,3 +200,30 @@ def test_state_is_read_only_through_the_mapping():
         opt.state[0]["step"] = 3
     with pytest.raises(KeyError):
         opt.state[5]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_overlaps_among_thousands_of_arrays_are_found(backend):
+    # Over a thousand params and grads, views of one buffer in a shuffled order: the C++ checks
+    # sort that many extents by radix (csrc/arguments.h, kRadixSortMin).
+    _require(backend)
+    size = 8
+    pool, slots, params, grads = shuffled_views(1100, size, seed=4)
+    with pytest.raises(ValueError, match=r"params\[17\] and params\[1000\] share memory|"
+                                         r"params\[1000\] and params\[17\] share memory"):
+        start = slots[17] * size + 3
+        pyoptim.SGD(params[:1000] + [pool[start:start + size]] + params[1001:], lr=0.1,
+                    backend=backend)
+    opt = pyoptim.SGD(params, lr=0.5, momentum=0.9, backend=backend)
+    opt.step(grads)
+    for i in (0, 17, 1099):
+        np.testing.assert_array_equal(opt.state[i]["momentum_buffer"], grads[i])
+    bad = list(grads)
+    bad[900] = opt.state[40]["momentum_buffer"]
+    _assert_step_refused(opt, params, bad, ValueError,
+                         r"(grads\[900\] and state 'momentum_buffer' of params\[40\]|state "
+                         r"'momentum_buffer' of params\[40\] and grads\[900\]) share memory")
+    bad = list(grads)
+    bad[5] = params[800]
+    _assert_step_refused(opt, params, bad, ValueError,
+                         r"(grads\[5\] and params\[800\]|params\[800\] and grads\[5\]) share memory")

@@ -12,6 +12,7 @@ import pytest
 
 import pyoptim
 from pyoptim import _cpu, _spec, functional
+from harness import shuffled_views
 
 HOST_BACKENDS = [b for b in ("cpu", "numpy") if b in pyoptim.available_backends()]
 N = 64
@@ -355,3 +356,31 @@ class TestCoreModule:
             self.core().step("sgd", 0, p, g, [None], self.scalars())
         with pytest.raises(ValueError, match=r"param\[0\] and param\[1\] share memory"):
             self.core().step("sgd", 0, [p[0], p[0]], [g[0], g[0].copy()], [None], self.scalars())
+
+    def test_an_overlap_among_thousands_of_arrays_is_found(self):
+        # More extents than kRadixSortMin (csrc/arguments.h), so the overlap check sorts them by
+        # radix: the params and grads are views of one buffer in a shuffled order, plus arrays of
+        # their own (elsewhere in memory) so that the starts differ in many bits.
+        size = 16
+        pool, slots, params, grads = shuffled_views(700, size, seed=3)
+        rng = np.random.default_rng(3)
+        params[5] = rng.standard_normal(1 << 18).astype(np.float32)[:size]  # its own allocation
+        grads[9] = rng.standard_normal(size).astype(np.float32)
+        expected = [p - np.float32(0.5) * g for p, g in zip(params, grads)]
+        sgd = self.core().optimizers()["sgd"]["scalars"]
+        scalars = tuple({"lr": 0.5}.get(name, 1.0 if name == "grad_factor" else 0.0)
+                        for name in sgd)
+        self.core().step("sgd", 0, params, grads, [None], scalars)
+        for i, (got, want) in enumerate(zip(params, expected)):
+            np.testing.assert_array_equal(got, want, err_msg=f"param[{i}]")
+        for first, second in [(3, 600), (650, 2), (0, 699)]:
+            bad = list(grads)
+            start = slots[first] * size + size - 1  # one element of param[first]
+            bad[second] = pool[start:start + size]
+            before = [p.copy() for p in params]
+            with pytest.raises(ValueError, match=(
+                    rf"sgd: (param\[{first}\] and grad\[{second}\]|grad\[{second}\] and "
+                    rf"param\[{first}\]) share memory")):
+                self.core().step("sgd", 0, params, bad, [None], scalars)
+            for got, want in zip(params, before):
+                np.testing.assert_array_equal(got, want)
