@@ -390,6 +390,87 @@ def test_zero_grad_and_step_hooks_are_torchs():
     assert all(p.grad is None for p in model.parameters())
 
 
+def _hook_log(opt, log, tag):
+    """Registers a global and an instance pre- and post-hook that record what they are given."""
+    def record(kind):
+        def hook(o, args, kwargs):
+            assert o is opt
+            log.append((tag, kind, len(args), sorted(kwargs)))
+        return hook
+    from torch.optim.optimizer import (register_optimizer_step_post_hook,
+                                       register_optimizer_step_pre_hook)
+
+    return [register_optimizer_step_pre_hook(record("global pre")),
+            opt.register_step_pre_hook(record("pre")),
+            opt.register_step_post_hook(record("post")),
+            register_optimizer_step_post_hook(record("global post"))]
+
+
+@needs_core
+def test_step_hooks_run_as_torchs_do():
+    """Global and per-optimizer step hooks run in torch's order with torch's arguments (pyoptim
+    wraps the step itself, more cheaply: pyoptim/torch.py, _hooked_step); a pre-hook's new
+    (args, kwargs) reach the step; a subclass's own step runs the hooks once."""
+    class Subclass(pt.Adam):
+        def step(self, closure=None, **kwargs):
+            return super().step(closure, **kwargs)
+
+    for ours_class in (pt.Adam, Subclass):
+        logs = {}
+        for tag, cls in (("torch", torch.optim.Adam), ("ours", ours_class)):
+            model = make_model()
+            opt = cls(model.parameters(), lr=0.01)
+            logs[tag] = []
+            handles = _hook_log(opt, logs[tag], "")
+            try:
+                train_step(model, opt, make_data())
+                loss_of(model, make_data()).backward()
+                opt.step(closure=None)
+            finally:
+                for h in handles:
+                    h.remove()
+        assert logs["ours"] == logs["torch"]
+        assert [kind for _, kind, _, _ in logs["ours"][:4]] == ["global pre", "pre", "post",
+                                                                 "global post"]
+
+    model = make_model()
+    opt = pt.Adam(model.parameters(), lr=0.01)
+    seen = []
+
+    def closure():
+        seen.append("closure")
+        opt.zero_grad()
+        loss = loss_of(model, make_data())
+        loss.backward()
+        return loss
+
+    handle = opt.register_step_pre_hook(lambda o, args, kwargs: (args, {"closure": closure}))
+    loss = opt.step()
+    assert seen == ["closure"] and loss is not None
+    handle.remove()
+    handle = opt.register_step_pre_hook(lambda o, args, kwargs: "not a pair")
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        opt.step()
+    handle.remove()
+
+
+@needs_core
+def test_the_profiler_sees_the_step_as_torchs():
+    """Under torch.profiler the step is the same event as torch's optimizers' (name and scope,
+    so the same category in a trace)."""
+    events = {}
+    for tag, cls in (("torch", torch.optim.Adam), ("ours", pt.Adam)):
+        model = make_model()
+        opt = cls(model.parameters(), lr=0.01)
+        loss_of(model, make_data()).backward()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            opt.step()
+        events[tag] = [(e.name, e.scope) for e in prof.events()
+                       if e.name.startswith("Optimizer.step#")]
+    assert events["ours"] == events["torch"] == [("Optimizer.step#Adam.step",
+                                                  events["torch"][0][1])]
+
+
 @needs_core
 def test_named_parameters_keep_their_names_as_torchs_do():
     model = make_model()
