@@ -112,7 +112,7 @@ def _hooked_step(step):
     (global, then the optimizer's; one may return new (args, kwargs)), the step, the post-hooks
     (the optimizer's, then global), all inside the profiler range "Optimizer.step#<class>.step".
     What differs is the range's cost when no profiler runs: torch enters
-    torch.autograd.profiler.record_function (6 us a step here warm, and 0.1-0.2 ms of a 1 ms step
+    torch.autograd.profiler.record_function (6 us a step here warm, and 0.05-0.18 ms of a 1 ms step
     on gpt-tiny's 196 tensors in `pyoptim bench`, where each step starts from caches another
     contestant has used), this one the C++ RecordFunctionFast (0.3 us); while a profiler runs it
     is record_function, as torch's, so traces show the same event. torch then leaves the step
