@@ -3,13 +3,13 @@
     python bench/torch_flat_parts.py [--optimizer SGD] [--rounds 40]
 
 On gpt-tiny's parameter list (196 tensors, one thread), times round robin, each a median over
-rounds of 10 calls after one untimed call: the whole ``opt.step()``, the step without its wrapper
-(the step hooks and the profiler range: pyoptim.torch's own, pyoptim/torch.py _hooked_step;
-torch's profile_hook_step before that), the check that every .grad is still its view and nothing moved, the engine's step
-(pyoptim's per-step Python and the kernel), handing the grads' addresses to the kernel plan, and
-torch's fused step on tensors of its own. The tensors stay in place (unlike `pyoptim bench`,
-which moves them every round), so these are parts of a warm step, not a replacement for the
-benchmark's ratios.
+rounds of 10 calls after one untimed call: the whole ``opt.step()``, the step without its
+wrapper (the step hooks and the profiler range: pyoptim.torch's own, pyoptim/torch.py
+_hooked_step; torch's profile_hook_step before that), the check that every .grad is still its
+view and nothing moved, the engine's step (pyoptim's per-step Python and the kernel), handing
+the grads' addresses to the kernel plan, and torch's fused step on tensors of its own. The
+tensors stay in place (unlike `pyoptim bench`, which moves them every round), so these are parts
+of a warm step, not a replacement for the benchmark's ratios.
 
 Before timing, the flat optimizer is checked against the same optimizer reading p.grad: 7
 steps on copies of the same tensors must give the same params bit for bit.
