@@ -226,4 +226,5 @@ def test_overlaps_among_thousands_of_arrays_are_found(backend):
     bad = list(grads)
     bad[5] = params[800]
     _assert_step_refused(opt, params, bad, ValueError,
-                         r"(grads\[5\] and params\[800\]|params\[800\] and grads\[5\]) share memory")
+                         r"(grads\[5\] and params\[800\]|params\[800\] and grads\[5\]) "
+                         r"share memory")
