@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "arguments.h"
@@ -188,6 +189,22 @@ void convert(const py::array& src, py::array& dst) {
   }
 }
 
+// _prefetch's argument, checked, never converted: a C-contiguous 1-D array of 64-bit unsigned
+// integers (NumPy's type numbers 8 and 10, both 64-bit on LP64 Linux). Its data and length.
+std::pair<const std::uint64_t*, std::int64_t> addresses_of(py::handle obj) {
+  constexpr int kNpyULong = 8, kNpyULongLong = 10;
+  if (py::isinstance<py::array>(obj)) {
+    auto* proxy = py::detail::array_proxy(obj.ptr());
+    const int num = py::detail::array_descriptor_proxy(proxy->descr)->type_num;
+    if ((num == kNpyULong || num == kNpyULongLong) && sizeof(unsigned long) == 8 &&
+        proxy->nd == 1 && (proxy->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_)) {
+      return {static_cast<const std::uint64_t*>(static_cast<const void*>(proxy->data)),
+              proxy->dimensions[0]};
+    }
+  }
+  throw py::type_error("_prefetch: addresses must be a C-contiguous 1-D uint64 array");
+}
+
 }  // namespace
 
 void bind_step(py::module_& m) {
@@ -248,6 +265,15 @@ clip_value: if given, each gradient element, after its multiplication by grad_fa
     return std::string("build target");
 #endif
   }, "The instruction set the SIMD loops run with on this CPU.");
+  m.def("_prefetch", [](py::handle addresses) {
+    const auto [a, n] = addresses_of(addresses);
+    for (std::int64_t i = 0; i < n; ++i) {
+      __builtin_prefetch(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(a[i])));
+    }
+  }, py::arg("addresses"),
+        "Fetches the cache lines at these addresses (a C-contiguous uint64 array) ahead of their "
+        "use: a hint (pyoptim.torch: the torch metadata a step's checks read). It reads nothing "
+        "and cannot fault, whatever the addresses.");
   m.def("_convert", &convert, py::arg("src"), py::arg("dst"),
         "Converts float32 <-> float16/bfloat16 with the kernels' conversions (for tests).");
 }

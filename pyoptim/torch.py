@@ -84,7 +84,7 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from . import _arrays, optim
+from . import _arrays, _cpu, optim
 from ._optimizer import NO_PARAMS, GradAddresses
 from .schedules import Schedule
 
@@ -179,6 +179,7 @@ class Optimizer(torch.optim.Optimizer):
         self._engine = self._engine_class(NO_PARAMS, *args, **kwargs)
         _check_lr(self._engine.defaults["lr"], "lr")
         self._pointers: list[int] = []
+        self._metadata: np.ndarray | None = None  # the params' (_metadata_lines)
         self._by_address = False
         self._flat_grads = flat_grads
         self._flat: _FlatGrads | None = None
@@ -209,6 +210,7 @@ class Optimizer(torch.optim.Optimizer):
         engine.param_groups[-1].update(_extra_keys(group, engine))
         self.param_groups = engine.param_groups  # the same dicts: schedulers write lr here
         self._pointers = [p.data_ptr() for p in engine._params]
+        self._metadata = _metadata_lines(engine._params)
         self._dtypes = [p.dtype for p in engine._params]
         self._numels = [p.numel() for p in engine._params]
         # grads by address: CPU params on the C++ backend, none empty (address 0 means no grad)
@@ -283,6 +285,8 @@ class Optimizer(torch.optim.Optimizer):
         addresses, held = [], []
         append, hold = addresses.append, held.append
         params = self._engine._params
+        if grads is None and self._metadata is not None:
+            _cpu.core()._prefetch(self._metadata)
         try:
             for p, g, pointer, dtype, numel in zip(params, map(_GRAD, params) if grads is None
                                                    else grads, self._pointers, self._dtypes,
@@ -500,6 +504,26 @@ _HYPERPARAMETERS = frozenset().union(
 # helpers
 
 
+def _metadata_lines(tensors: list) -> np.ndarray | None:
+    """The first cache lines of what reading ``.grad`` and ``data_ptr()`` walks for each tensor
+    (its Python object, its C++ TensorImpl, its storage's StorageImpl; torch gives their
+    addresses as id(), ``_cdata`` and ``untyped_storage()._cdata``), for _core._prefetch to fetch
+    them all at once: read one at a time after a step's kernel has streamed megabytes through the
+    caches, each read waits on memory. A hint only: fetching an address whose object is gone
+    reads nothing. None without the compiled extension or these attributes."""
+    if not _cpu.available():
+        return None
+    try:
+        lines = []
+        for t in tensors:
+            impl = t._cdata
+            lines += [id(t), id(t) + 64, impl, impl + 64, impl + 128, impl + 192,
+                      t.untyped_storage()._cdata]
+    except (AttributeError, RuntimeError):
+        return None
+    return np.array(lines, np.uint64)
+
+
 class _FlatGrads:
     """``flat_grads=True``: the grads of an optimizer's params as views of one flat buffer per
     dtype and device, set as their ``.grad`` once. Backward accumulates into a ``.grad`` that
@@ -513,7 +537,7 @@ class _FlatGrads:
     no step, as in torch). Each view starts on a cache line; a param's existing .grad is copied
     into its view."""
 
-    __slots__ = ("buffers", "views", "given", "_owned", "_addresses")
+    __slots__ = ("buffers", "views", "given", "_owned", "_addresses", "_metadata")
 
     def __init__(self, params: list):
         offsets, ends = [], {}
@@ -542,11 +566,14 @@ class _FlatGrads:
                 self.views.append(view)
         self._owned = [v for v in self.views if v is not None]
         self._addresses = [v.data_ptr() for v in self._owned]
+        self._metadata = _metadata_lines(list(params) + self._owned)
         self.given = None  # set by the optimizer: what its engine's step takes for the views
 
     def in_place(self, params: list, pointers: list[int]) -> bool:
         """Whether every param's .grad is still its view (None where it has none), the views
         still have their memory (no ``.data`` or ``set_()`` on them), and the params theirs."""
+        if self._metadata is not None:
+            _cpu.core()._prefetch(self._metadata)
         return (all(map(operator.is_, map(_GRAD, params), self.views))
                 and list(map(_DATA_PTR, self._owned)) == self._addresses
                 and list(map(_DATA_PTR, params)) == pointers)

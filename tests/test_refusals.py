@@ -384,3 +384,13 @@ class TestCoreModule:
                 self.core().step("sgd", 0, params, bad, [None], scalars)
             for got, want in zip(params, before):
                 np.testing.assert_array_equal(got, want)
+
+    def test_prefetch_takes_only_a_uint64_array_and_any_address(self):
+        prefetch = self.core()._prefetch
+        for bad in ([1, 2], np.zeros(3, np.int64), np.zeros((2, 2), np.uint64),
+                    np.zeros(6, np.uint64)[::2], np.zeros(3, np.float64)):
+            with pytest.raises(TypeError, match="_prefetch: addresses must be a C-contiguous"):
+                prefetch(bad)
+        # a hint: addresses of nothing (0, unmapped, the top of the address space) are fine
+        prefetch(np.array([0, 1, 0xDEAD0000, 2**63, 2**64 - 1], np.uint64))
+        prefetch(np.zeros(0, np.uint64))

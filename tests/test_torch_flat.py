@@ -279,3 +279,24 @@ def test_one_step_is_one_kernel_call_with_the_addresses_computed_once():
         opt.step()
     assert spy.calls == ["set_grad_addresses", "run"] * 3
     assert opt._flat.given.addresses == [p.grad.data_ptr() for p in model.parameters()]
+
+
+def test_the_metadata_a_step_reads_is_fetched_for_every_tensor():
+    """The cache lines handed to _core._prefetch before a step's checks (pyoptim/torch.py,
+    _metadata_lines) are those of every param and every grad view: their Python objects,
+    TensorImpls and storages, kept up to date by add_param_group."""
+    model = make_model()
+    params = list(model.parameters())
+    opt = pt.Adam(params[:-1], lr=0.01, flat_grads=True)
+    opt.add_param_group({"params": params[-1:]})
+    views = [p.grad for p in params]
+
+    def expected(tensors):
+        return {a for t in tensors for a in
+                (id(t), t._cdata, t.untyped_storage()._cdata)}
+
+    assert expected(params) <= set(opt._metadata.tolist())
+    assert expected(params + views) <= set(opt._flat._metadata.tolist())
+    loss_of(model, make_data()).backward()
+    opt.step()  # and a step with them runs as before
+    assert all(opt.state[p]["step"] == 1 for p in params)
