@@ -131,19 +131,22 @@ def _hooked_step(step):
         profiled = _PROFILER_ENABLED()
         with (torch.autograd.profiler.record_function(name) if profiled else
               _RECORD_FUNCTION_FAST(name)):
-            for pre_hook in chain(pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
-                result = pre_hook(self, args, kwargs)
-                if result is not None:
-                    if isinstance(result, tuple) and len(result) == 2:
-                        args, kwargs = result
-                    else:
-                        raise RuntimeError(f"{step} must return None or a tuple of (new_args, "
-                                           f"new_kwargs), but got {result}.")
+            if pre_hooks or self._optimizer_step_pre_hooks:
+                for pre_hook in chain(pre_hooks.values(),
+                                      self._optimizer_step_pre_hooks.values()):
+                    result = pre_hook(self, args, kwargs)
+                    if result is not None:
+                        if isinstance(result, tuple) and len(result) == 2:
+                            args, kwargs = result
+                        else:
+                            raise RuntimeError(f"{step} must return None or a tuple of "
+                                               f"(new_args, new_kwargs), but got {result}.")
             out = step(*args, **kwargs)
             self._optimizer_step_code()
-            for post_hook in chain(self._optimizer_step_post_hooks.values(),
-                                   post_hooks.values()):
-                post_hook(self, args, kwargs)
+            if post_hooks or self._optimizer_step_post_hooks:
+                for post_hook in chain(self._optimizer_step_post_hooks.values(),
+                                       post_hooks.values()):
+                    post_hook(self, args, kwargs)
             return out
 
     hooked.hooked = True
