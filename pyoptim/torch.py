@@ -522,7 +522,7 @@ def _metadata_lines(tensors: list) -> np.ndarray | None:
             impl = t._cdata
             lines += [id(t), id(t) + 64, impl, impl + 64, impl + 128, impl + 192,
                       t.untyped_storage()._cdata]
-    except (AttributeError, RuntimeError):
+    except Exception:  # noqa: BLE001 (a tensor it cannot describe, e.g. without storage: no hint)
         return None
     return np.array(lines, np.uint64)
 
