@@ -22,11 +22,9 @@ import time
 import numpy as np
 
 from ab_core import _load
-from pyoptim import _cpu, _spec, reference
+from many_layout import _step, check_reference
+from pyoptim import _cpu
 from pyoptim.bench._cells import Mover
-
-ADAM = _spec.OPTIMIZERS["adam"]
-HP = ADAM.hyperparameters({})
 
 
 def _arrays(count: int, size: int, rng) -> list:
@@ -37,25 +35,8 @@ def _arrays(count: int, size: int, rng) -> list:
             [np.zeros(size, np.float32) for _ in range(count)]]
 
 
-def _step(core, arrays: list, t: int) -> None:
-    params, grads, exp_avg, exp_avg_sq = arrays
-    slots = [exp_avg if s == "exp_avg" else exp_avg_sq if s == "exp_avg_sq" else None
-             for s in ADAM.states]
-    core.step(ADAM.kernel, ADAM.flag_mask(HP, t), params, grads, slots, ADAM.scalars(HP, t))
-
-
 def _validate(cores: dict, count: int, size: int) -> None:
-    rng = np.random.default_rng(1)
-    arrays = _arrays(7, 1000, rng)
-    want = [[a.copy() for a in group] for group in arrays]
-    for t in range(1, 4):
-        _step(cores["this"], arrays, t)
-        for p, g, m, v in zip(*want):
-            reference.adam(p, g, exp_avg=m, exp_avg_sq=v, step=t, **HP)
-    for got, expected in zip(arrays, want):
-        for a, b in zip(got, expected):
-            if not np.array_equal(a, b):
-                raise SystemExit("this build differs from pyoptim.reference")
+    check_reference(cores["this"], "this build", _arrays(7, 1000, np.random.default_rng(1)))
     results = []
     for core in cores.values():
         arrays = _arrays(count, size, np.random.default_rng(2))

@@ -57,7 +57,8 @@ def _layouts(count: int, size: int, rng) -> dict:
     buffer = np.empty(BUFFERS * count * stride, np.float32)
     out["views"] = [[buffer[(k * count + i) * stride:][:size] for i in range(count)]
                     for k in range(BUFFERS)]
-    out["views-shuffled"] = [[buffer[j * stride:][:size] for j in order[k * count:(k + 1) * count]]
+    other = np.empty_like(buffer)  # its own: two layouts over one buffer would fill each other
+    out["views-shuffled"] = [[other[j * stride:][:size] for j in order[k * count:(k + 1) * count]]
                              for k in range(BUFFERS)]
     tiny = [np.empty(1, np.float32) for _ in range(BUFFERS * count)]
     out["empty-separate"] = [[tiny[j] for j in order[k * count:(k + 1) * count]]
@@ -65,14 +66,15 @@ def _layouts(count: int, size: int, rng) -> dict:
     return {name: _fill(arrays, rng) for name, arrays in out.items()}
 
 
-def _validate(core, name: str, arrays: list) -> None:
-    first = [group[:3] for group in arrays]
-    want = [[a.copy() for a in group] for group in first]
+def check_reference(core, name: str, arrays: list) -> None:
+    """Three steps of `core` over arrays (params, grads, exp_avg, exp_avg_sq lists) against
+    pyoptim.reference on copies, bit for bit (bench/ab_many.py uses it too)."""
+    want = [[a.copy() for a in group] for group in arrays]
     for t in range(1, 4):
-        _step(core, first, t)
+        _step(core, arrays, t)
         for p, g, m, v in zip(*want):
             reference.adam(p, g, exp_avg=m, exp_avg_sq=v, step=t, **HP)
-    for got, expected in zip(first, want):
+    for got, expected in zip(arrays, want):
         for a, b in zip(got, expected):
             if not np.array_equal(a, b):
                 raise SystemExit(f"{name}: the step differs from pyoptim.reference")
@@ -89,7 +91,7 @@ def main():
     rng = np.random.default_rng(0)
     layouts = _layouts(args.count, args.size, rng)
     for name, arrays in layouts.items():
-        _validate(core, name, arrays)
+        check_reference(core, name, [group[:3] for group in arrays])
     evict = np.zeros(8 << 20, np.float32)
     times = {name: [] for name in layouts}
     t = 3
