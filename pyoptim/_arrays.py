@@ -39,12 +39,23 @@ def is_device_array(x) -> bool:
     return bool(getattr(x, "__cuda_ndarray__", False)) or _has_cuda_interface(x)
 
 
+def refuse_negative_bit(t, name: str) -> None:
+    """A PyTorch tensor whose negative bit is set (torch._neg_view, the imaginary part of a
+    conjugated view...) holds the opposite of its values in memory, and pyoptim reads and
+    writes the memory (DLPack and __cuda_array_interface__ carry no such bit): refused by name."""
+    if t.is_neg():
+        raise TypeError(f"{name}: a PyTorch tensor with its negative bit set holds the opposite "
+                        "of its values in memory; pass t.resolve_neg() (a copy: an update "
+                        "written there does not reach t)")
+
+
 def _torch_to_numpy(t, name):
     import ml_dtypes
     import torch
 
     if t.device.type != "cpu":
         raise TypeError(f"{name}: a PyTorch tensor on device {t.device} is not supported")
+    refuse_negative_bit(t, name)
     t = t.detach()  # the update is written into the tensor's memory, outside autograd
     if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: view the bits, then as ml_dtypes'
         return np.from_dlpack(t.view(torch.int16)).view(ml_dtypes.bfloat16)

@@ -48,7 +48,7 @@ def _host_array(value, where: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if _arrays._is_torch(value):
-        return _arrays.host_view(value.detach().cpu(), where)
+        return _arrays.host_view(value.detach().cpu().resolve_neg(), where)  # values, copied
     try:
         return _arrays.host_view(value, where)
     except TypeError:

@@ -271,7 +271,7 @@ class Optimizer(torch.optim.Optimizer):
         themselves (the engine refuses what it cannot take, by name)."""
         if self._engine._placement == _arrays.HOST:
             return [None if g is None else _host_grad(g, i) for i, g in enumerate(grads)]
-        return grads
+        return [None if g is None else g.resolve_neg() for g in grads]  # itself, or its values
 
     def _grad_addresses(self, grads=None) -> GradAddresses | None:
         """The address of every param's grad (``grads``, default: their ``.grad``; 0: no grad),
@@ -633,9 +633,12 @@ def _extra_keys(group: dict, engine: optim.Optimizer) -> dict:
 
 
 def _host_grad(g: torch.Tensor, i: int):
-    """A NumPy view of a CPU gradient (a contiguous copy if it is not contiguous: it is only
-    read). Anything else goes to the engine as it is, which views or refuses it by name."""
+    """A NumPy view of a CPU gradient (a contiguous copy if it is not contiguous or has its
+    negative bit set: it is only read). Anything else goes to the engine as it is, which views
+    or refuses it by name."""
     try:
+        if g.is_neg():
+            g = g.resolve_neg()
         if not g.is_contiguous():
             g = g.contiguous()
         if g.dtype == torch.bfloat16:

@@ -164,6 +164,24 @@ def test_a_non_contiguous_torch_tensor_is_refused(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("which", ["param", "grad", "exp_avg"])
+def test_a_torch_tensor_with_its_negative_bit_set_is_refused(backend, which):
+    """A negated view holds the opposite of its values in memory, which DLPack does not say:
+    read as it is, a grad of -1 would step as +1. Refused by name; nothing changes."""
+    arrays = {"param": torch.linspace(-1, 1, 7), "grad": torch.ones(7),
+              "exp_avg": torch.full((7,), 0.5), "exp_avg_sq": torch.full((7,), 0.25)}
+    memory = arrays[which]
+    arrays[which] = torch._neg_view(memory)
+    assert arrays[which].is_neg()
+    before = {name: t.clone() for name, t in arrays.items()}
+    with pytest.raises(TypeError, match=rf"{which}: a PyTorch tensor with its negative bit set"):
+        functional.adam(arrays["param"], arrays["grad"], exp_avg=arrays["exp_avg"],
+                        exp_avg_sq=arrays["exp_avg_sq"], step=1, lr=0.1, backend=backend)
+    for name, t in arrays.items():
+        assert torch.equal(t, before[name]), name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_and_numpy_arrays_mix_on_the_host(backend):
     p = torch.ones(100, dtype=torch.float64)
     functional.sgd(p, np.ones(100), step=1, lr=0.25, backend=backend)

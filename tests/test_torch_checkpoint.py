@@ -111,6 +111,30 @@ def test_resuming_from_a_checkpoint_is_bit_identical(name):
 
 
 @needs_core
+def test_checkpoint_tensors_load_as_their_values_whatever_their_storage():
+    """A checkpoint's tensors are read by value: one stored negated (its negative bit set) or
+    not contiguous loads as the plain tensor does, bit for bit."""
+    model = make_model()
+    opt = pt.Adam(groups_of(model))
+    train_step(model, opt, make_data())
+    plain = copy.deepcopy(opt.state_dict())
+    odd = copy.deepcopy(plain)
+    exp_avg = odd["state"][4]["exp_avg"]  # fc1.weight's (16, 75)
+    odd["state"][4]["exp_avg"] = torch._neg_view(exp_avg.neg())
+    odd["state"][4]["exp_avg_sq"] = odd["state"][4]["exp_avg_sq"].t().contiguous().t()
+    assert odd["state"][4]["exp_avg"].is_neg()
+    assert not odd["state"][4]["exp_avg_sq"].is_contiguous()
+    loaded = []
+    for state_dict in (plain, odd):
+        target = pt.Adam(groups_of(make_model()))
+        target.load_state_dict(state_dict)
+        loaded.append(target.state_dict())
+    for index, entry in loaded[0]["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(loaded[1]["state"][index][key], value), (index, key)
+
+
+@needs_core
 def test_the_state_dict_has_torchs_layout():
     models = [make_model(), make_model()]
     ours, theirs = pt.Adam(groups_of(models[0])), torch.optim.Adam(groups_of(models[1]))

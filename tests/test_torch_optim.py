@@ -317,6 +317,37 @@ def test_a_step_is_one_kernel_call_on_the_tensors_memory():
         assert torch.equal(p, q)
 
 
+# a grad with backward's values, stored otherwise
+RESTORED = {
+    "negative bit": lambda g: torch._neg_view(g.neg()),  # memory: -g; values: g
+    "strided": lambda g: g.t().contiguous().t(),
+}
+
+
+@needs_core
+@pytest.mark.parametrize("stored", sorted(RESTORED))
+def test_a_grad_stored_otherwise_steps_as_its_values(stored):
+    """While every param has a grad (the step checks them all at once), one whose memory is not
+    its values as they are (negated: its negative bit set; not contiguous) steps as the plain
+    grad does, bit for bit, and the others are still read by address."""
+    models = [make_model(), make_model()]
+    opts = [pt.Adam(m.parameters(), lr=0.01) for m in models]
+    data = make_data()
+    for _ in range(3):
+        for k, (model, opt) in enumerate(zip(models, opts)):
+            opt.zero_grad()
+            loss_of(model, data).backward()
+            if k == 1:
+                g = model.fc1.weight.grad
+                model.fc1.weight.grad = RESTORED[stored](g)
+                assert torch.equal(model.fc1.weight.grad, g)
+            opt.step()
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(p, q)
+        for name, tensor in opts[0].state[p].items():
+            assert torch.equal(tensor, opts[1].state[q][name]), name
+
+
 @needs_core
 def test_a_step_without_any_grad_changes_nothing():
     model = make_model()
