@@ -348,6 +348,44 @@ def test_a_grad_stored_otherwise_steps_as_its_values(stored):
             assert torch.equal(tensor, opts[1].state[q][name]), name
 
 
+# a grad whose size or dtype changed under its param (torch's .grad setter checks both; these
+# do not go through it)
+CHANGED = {
+    "resize_": (lambda g: g.resize_(g.numel() - 1), ValueError,
+                r"grads\[4\] has shape \(1199,\), but params\[4\] has shape \(16, 75\)"),
+    ".data of another dtype": (lambda g: setattr(g, "data", g.data.double()), TypeError,
+                               r"grads\[4\]: unsupported dtypes \(param float32, grad float64"),
+}
+
+
+@needs_core
+@pytest.mark.parametrize("change", sorted(CHANGED))
+@pytest.mark.parametrize("others", ["all with grads", "one without"])
+def test_a_grad_whose_size_or_dtype_changed_is_refused(change, others):
+    """One grad that now has fewer elements than its param (read by address, the kernel would
+    read past its end) or another dtype is refused by name, and nothing changes: while every
+    other param has its grad (the step checks all at once) and while one has none (one at a
+    time)."""
+    model = make_model()
+    opt = pt.Adam(model.parameters(), lr=0.01)
+    data = make_data()
+    train_step(model, opt, data)
+    opt.zero_grad()
+    loss_of(model, data).backward()
+    if others == "one without":
+        model.conv.bias.grad = None
+    alter, error, message = CHANGED[change]
+    alter(model.fc1.weight.grad)
+    params = [p.detach().clone() for p in model.parameters()]
+    state = [{k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()]
+    with pytest.raises(error, match=message):
+        opt.step()
+    for p, before, saved in zip(model.parameters(), params, state):
+        assert torch.equal(p, before)
+        for name, tensor in opt.state[p].items():
+            assert torch.equal(tensor, saved[name]), name
+
+
 @needs_core
 def test_a_step_without_any_grad_changes_nothing():
     model = make_model()
