@@ -39,14 +39,29 @@ def is_device_array(x) -> bool:
     return bool(getattr(x, "__cuda_ndarray__", False)) or _has_cuda_interface(x)
 
 
-def refuse_negative_bit(t, name: str) -> None:
-    """A PyTorch tensor whose negative bit is set (torch._neg_view, the imaginary part of a
-    conjugated view...) holds the opposite of its values in memory, and pyoptim reads and
-    writes the memory (DLPack and __cuda_array_interface__ carry no such bit): refused by name."""
+def refuse_lazy_tensor(t, name: str) -> None:
+    """pyoptim reads and writes a PyTorch tensor's memory (DLPack, __cuda_array_interface__),
+    which for two kinds of lazy tensor is not its values: one whose negative bit is set
+    (torch._neg_view, the .imag of a conjugated complex view) holds their opposite, and a lazy
+    zero tensor (torch._efficientzerotensor) has none at all (address 0). Both refused by name."""
     if t.is_neg():
         raise TypeError(f"{name}: a PyTorch tensor with its negative bit set holds the opposite "
                         "of its values in memory; pass t.resolve_neg() (a copy: an update "
                         "written there does not reach t)")
+    if t.data_ptr() == 0 and t.numel() > 0:
+        raise TypeError(f"{name}: a PyTorch tensor without memory (a lazy zero tensor); pass "
+                        "t.clone() (a copy: an update written there does not reach t)")
+
+
+def torch_values(t):
+    """t itself when its memory holds its values, else a copy that does (for tensors that are
+    only read: gradients, checkpoints): resolved where its negative bit is set, materialized
+    where it has no memory (refuse_lazy_tensor)."""
+    if t.is_neg():
+        t = t.resolve_neg()
+    if t.data_ptr() == 0 and t.numel() > 0:
+        t = t.clone()
+    return t
 
 
 def _torch_to_numpy(t, name):
@@ -55,7 +70,7 @@ def _torch_to_numpy(t, name):
 
     if t.device.type != "cpu":
         raise TypeError(f"{name}: a PyTorch tensor on device {t.device} is not supported")
-    refuse_negative_bit(t, name)
+    refuse_lazy_tensor(t, name)
     t = t.detach()  # the update is written into the tensor's memory, outside autograd
     if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: view the bits, then as ml_dtypes'
         return np.from_dlpack(t.view(torch.int16)).view(ml_dtypes.bfloat16)

@@ -48,7 +48,7 @@ def _host_array(value, where: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if _arrays._is_torch(value):
-        return _arrays.host_view(value.detach().cpu().resolve_neg(), where)  # values, copied
+        return _arrays.host_view(_arrays.torch_values(value.detach().cpu()), where)
     try:
         return _arrays.host_view(value, where)
     except TypeError:

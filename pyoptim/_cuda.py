@@ -215,7 +215,7 @@ def _from_torch(name, t) -> DeviceArray:
             "this step are GPU arrays; all arrays of a step must be on the same device (no "
             "implicit transfer)"
         )
-    _arrays.refuse_negative_bit(t, name)
+    _arrays.refuse_lazy_tensor(t, name)
     t = t.detach()  # the update is written into the tensor's memory, outside autograd
     handle = torch.cuda.current_stream(t.device).cuda_stream  # 0: the default stream
     cai = t.__cuda_array_interface__

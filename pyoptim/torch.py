@@ -277,7 +277,7 @@ class Optimizer(torch.optim.Optimizer):
         themselves (the engine refuses what it cannot take, by name)."""
         if self._engine._placement == _arrays.HOST:
             return [None if g is None else _host_grad(g, i) for i, g in enumerate(grads)]
-        return [None if g is None else g.resolve_neg() for g in grads]  # itself, or its values
+        return [None if g is None else _arrays.torch_values(g) for g in grads]
 
     def _grad_addresses(self, grads=None) -> GradAddresses | None:
         """The address of every param's grad (``grads``, default: their ``.grad``; 0: no grad),
@@ -309,7 +309,11 @@ class Optimizer(torch.optim.Optimizer):
         except RuntimeError:  # a sparse grad has no strides
             return None
         if checked is not None:
-            return GradAddresses(list(map(_DATA_PTR, grads)), grads) if checked else None
+            if not checked:
+                return None
+            addresses = list(map(_DATA_PTR, grads))
+            # 0: a lazy zero grad, without memory (the general path gives it some)
+            return None if 0 in addresses else GradAddresses(addresses, grads)
         addresses, held = [], []
         append, hold = addresses.append, held.append
         try:
@@ -320,8 +324,9 @@ class Optimizer(torch.optim.Optimizer):
                         return None
                     append(0)
                 elif (p.data_ptr() == pointer and g.dtype is dtype and g.numel() == numel
-                      and g.is_contiguous() and not g.is_neg() and g.is_cpu):
-                    append(g.data_ptr())
+                      and g.is_contiguous() and not g.is_neg() and g.is_cpu
+                      and (address := g.data_ptr())):
+                    append(address)
                     hold(g)
                 else:
                     return None
@@ -654,12 +659,11 @@ def _extra_keys(group: dict, engine: optim.Optimizer) -> dict:
 
 
 def _host_grad(g: torch.Tensor, i: int):
-    """A NumPy view of a CPU gradient (a contiguous copy if it is not contiguous or has its
-    negative bit set: it is only read). Anything else goes to the engine as it is, which views
-    or refuses it by name."""
+    """A NumPy view of a CPU gradient (a copy if its memory is not its values, contiguous: it
+    is only read). Anything else goes to the engine as it is, which views or refuses it by
+    name."""
     try:
-        if g.is_neg():
-            g = g.resolve_neg()
+        g = _arrays.torch_values(g)
         if not g.is_contiguous():
             g = g.contiguous()
         if g.dtype == torch.bfloat16:

@@ -163,18 +163,24 @@ def test_a_non_contiguous_torch_tensor_is_refused(backend):
     assert torch.equal(p, before)
 
 
+# lazy tensors whose memory is not their values
+LAZY = {"negative bit": (lambda t: torch._neg_view(t), "with its negative bit set"),
+        "zero tensor": (lambda t: torch._efficientzerotensor(t.shape), "without memory")}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("which", ["param", "grad", "exp_avg"])
-def test_a_torch_tensor_with_its_negative_bit_set_is_refused(backend, which):
-    """A negated view holds the opposite of its values in memory, which DLPack does not say:
-    read as it is, a grad of -1 would step as +1. Refused by name; nothing changes."""
+@pytest.mark.parametrize("lazy", sorted(LAZY))
+def test_a_lazy_torch_tensor_is_refused(backend, which, lazy):
+    """DLPack hands over a tensor's memory. A negated view holds the opposite of its values
+    there (a grad of -1 would step as +1); a lazy zero tensor has none (address 0). Refused by
+    name; nothing changes."""
     arrays = {"param": torch.linspace(-1, 1, 7), "grad": torch.ones(7),
               "exp_avg": torch.full((7,), 0.5), "exp_avg_sq": torch.full((7,), 0.25)}
-    memory = arrays[which]
-    arrays[which] = torch._neg_view(memory)
-    assert arrays[which].is_neg()
+    make, message = LAZY[lazy]
+    arrays[which] = make(arrays[which])
     before = {name: t.clone() for name, t in arrays.items()}
-    with pytest.raises(TypeError, match=rf"{which}: a PyTorch tensor with its negative bit set"):
+    with pytest.raises(TypeError, match=rf"{which}: a PyTorch tensor {message}"):
         functional.adam(arrays["param"], arrays["grad"], exp_avg=arrays["exp_avg"],
                         exp_avg_sq=arrays["exp_avg_sq"], step=1, lr=0.1, backend=backend)
     for name, t in arrays.items():

@@ -112,13 +112,15 @@ def test_resuming_from_a_checkpoint_is_bit_identical(name):
 
 @needs_core
 def test_checkpoint_tensors_load_as_their_values_whatever_their_storage():
-    """A checkpoint's tensors are read by value: one stored negated (its negative bit set) or
-    not contiguous loads as the plain tensor does, bit for bit."""
+    """A checkpoint's tensors are read by value: one stored negated (its negative bit set), not
+    contiguous, or as a lazy zero tensor loads as the plain tensor does, bit for bit."""
     model = make_model()
     opt = pt.Adam(groups_of(model))
     train_step(model, opt, make_data())
     plain = copy.deepcopy(opt.state_dict())
+    plain["state"][5]["exp_avg"] = torch.zeros(16)  # fc1.bias's
     odd = copy.deepcopy(plain)
+    odd["state"][5]["exp_avg"] = torch._efficientzerotensor(16)
     exp_avg = odd["state"][4]["exp_avg"]  # fc1.weight's (16, 75)
     odd["state"][4]["exp_avg"] = torch._neg_view(exp_avg.neg())
     odd["state"][4]["exp_avg_sq"] = odd["state"][4]["exp_avg_sq"].t().contiguous().t()

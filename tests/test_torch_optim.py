@@ -348,6 +348,33 @@ def test_a_grad_stored_otherwise_steps_as_its_values(stored):
             assert torch.equal(tensor, opts[1].state[q][name]), name
 
 
+@needs_core
+@pytest.mark.parametrize("others", ["all with grads", "one without"])
+def test_a_lazy_zero_grad_steps_as_zeros(others):
+    """A lazy zero tensor as a .grad (no memory: address 0, which for a grad by address would
+    mean no grad) steps as a grad of zeros does, as in torch.optim: the moments decay and the
+    step count moves on."""
+    models = [make_model(), make_model()]
+    opts = [pt.Adam(m.parameters(), lr=0.01) for m in models]
+    data = make_data()
+    for t in range(3):
+        for k, (model, opt) in enumerate(zip(models, opts)):
+            opt.zero_grad()
+            loss_of(model, data).backward()
+            if others == "one without":
+                model.conv.bias.grad = None
+            if t > 0:
+                shape = model.fc1.weight.shape
+                model.fc1.weight.grad = torch.zeros(shape) if k == 0 else \
+                    torch._efficientzerotensor(shape)
+            opt.step()
+    assert opts[1].state[models[1].fc1.weight]["step"] == 3
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(p, q)
+        for name, tensor in opts[0].state.get(p, {}).items():
+            assert torch.equal(tensor, opts[1].state[q][name]), name
+
+
 # a grad whose size or dtype changed under its param (torch's .grad setter checks both; these
 # do not go through it)
 CHANGED = {
