@@ -53,6 +53,16 @@ def refuse_lazy_tensor(t, name: str) -> None:
                         "t.clone() (a copy: an update written there does not reach t)")
 
 
+def mark_written(tensors: list) -> None:
+    """Tells autograd that a step wrote these PyTorch tensors in place (their version counters
+    move on, as torch's own in-place ops move them): a backward through a graph that saved one
+    of them before the step then raises, as after torch.optim's step, instead of computing with
+    the new values. pyoptim writes their memory, which autograd does not see."""
+    import torch
+
+    torch.autograd.graph.increment_version(tensors)
+
+
 def torch_values(t):
     """t itself when its memory holds its values, else a copy that does (for tensors that are
     only read: gradients, checkpoints): resolved where its negative bit is set, materialized

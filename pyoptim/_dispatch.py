@@ -50,6 +50,7 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
             views["param"], views["grad"], **{name: views[name] for name in needed}, **host,
             step=step, **hp
         )
+        _mark_torch_written([param, *(states[name] for name in needed + opt.host_states)])
         return
     current = {name: array.reshape(()).copy() for name, array in host.items()}
     flags, scalars = opt.flag_mask(hp, step, current), opt.scalars(hp, step, host=current)
@@ -64,6 +65,13 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
                   {name: [views[name]] for name in needed}, scalars)
     for name, value in opt.advance_host(hp, step, current).items():  # after the step succeeded
         host[name][...] = value
+    _mark_torch_written([param, *(states[name] for name in needed + opt.host_states)])
+
+
+def _mark_torch_written(written: list) -> None:
+    tensors = [x for x in written if type(x) is not np.ndarray and _arrays._is_torch(x)]
+    if tensors:
+        _arrays.mark_written(tensors)
 
 
 def _host_views(arrays: dict) -> dict:

@@ -155,6 +155,10 @@ class Optimizer:
         self._placement: str | None = None
         self._plan = None
         self._lock = threading.Lock()
+        # the params that are torch tensors (by index, and the tensors): a step tells autograd
+        # it wrote them (_arrays.mark_written)
+        self._torch_indices: list[int] = []
+        self._torch_params: list = []
         if params is NO_PARAMS:
             return
 
@@ -299,6 +303,9 @@ class Optimizer:
         scalars = [self._spec.scalars(hps[g], t, factor, h) for (g, t, _), h in zip(keys, host)]
         runner.run(flags, scalars, rows, self.clip_value, keys, hps, factor)
 
+        if self._torch_params:
+            _arrays.mark_written(self._torch_params if everything else
+                                 [self._params[i] for i in self._torch_indices if present[i]])
         if self._host:  # torch's scalar states move on, as torch's step does
             for row, ((g, t, _), h) in enumerate(zip(keys, host)):
                 members = self._members(g) if rows is None else \
@@ -656,6 +663,10 @@ class _Pending:
              opt._index_of, opt._buffers, opt._state_dtypes, opt._steps, opt._group_steps,
              opt._placement, opt._plan, opt._host) = old
             raise
+        for i, p in enumerate(self.params, len(opt._params) - len(self.params)):
+            if _arrays._is_torch(p):
+                opt._torch_indices.append(i)
+                opt._torch_params.append(p)
 
 
 def _check_backend(backend, placement) -> None:

@@ -64,6 +64,10 @@ What differs from torch.optim:
   changes). A param that does not require grad gets no view. A ``.grad`` replaced or set to
   None by hand is read as it is (the step is then as without the option) until the
   optimizer's ``zero_grad()`` makes the views the grads again.
+* **autograd** does not see the kernels write the tensors' memory; a step moves the version
+  counter of every param it updated (``torch.autograd.graph.increment_version``), as torch's
+  in-place ops do, so a backward through a graph saved before the step raises as after
+  torch.optim's step. The state tensors' counters do not move (torch.optim's do).
 * ``foreach``, ``fused`` and ``capturable`` are accepted and ignored; ``differentiable=True``,
   sparse gradients, complex params and a tensor or pyoptim schedule as ``lr`` are refused (use
   ``torch.optim.lr_scheduler``). An optimizer cannot be pickled or deep-copied: save its

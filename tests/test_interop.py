@@ -188,6 +188,24 @@ def test_a_lazy_torch_tensor_is_refused(backend, which, lazy):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_moves_the_version_counter_of_the_torch_tensors_it_wrote(backend):
+    """autograd does not see pyoptim write a tensor's memory: a step moves the version counter
+    of the param and the state it wrote (NAdam's mu_product included), as torch's in-place ops
+    do, and not the grad's, so a backward through a graph that saved the param before the step
+    raises instead of using the new values."""
+    p = torch.ones(5, requires_grad=True)
+    saved = (p * p).sum()  # saves p for its backward
+    arrays = {"exp_avg": torch.zeros(5), "exp_avg_sq": torch.zeros(5),
+              "mu_product": torch.ones((), dtype=torch.float32)}
+    g = torch.ones(5)
+    functional.nadam(p, g, **arrays, step=1, backend=backend)
+    assert p._version == 1 and g._version == 0
+    assert all(t._version == 1 for t in arrays.values())
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        saved.backward()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_and_numpy_arrays_mix_on_the_host(backend):
     p = torch.ones(100, dtype=torch.float64)
     functional.sgd(p, np.ones(100), step=1, lr=0.25, backend=backend)

@@ -109,6 +109,22 @@ def test_torch_tensors_as_params_and_grads_are_updated_in_place():
 
 
 @needs_core
+def test_a_step_moves_the_version_counter_of_the_torch_tensors_it_wrote():
+    """autograd does not see pyoptim write a tensor's memory: the step moves the version counter
+    of every torch param it updated (as torch's in-place ops do), not of one it left alone (no
+    grad), nor of a grad, nor anything in a step skip_nonfinite skips; NumPy params mix in."""
+    t, u, a = torch.ones(10), torch.ones(4), np.ones(3, np.float32)
+    opt = pyoptim.Adam([t, u, a], lr=0.01, skip_nonfinite=True)
+    grads = [torch.ones(10), None, np.ones(3, np.float32)]
+    opt.step(grads)
+    assert (t._version, u._version, grads[0]._version) == (1, 0, 0)
+    opt.step([torch.ones(10), torch.ones(4), np.ones(3, np.float32)])
+    assert (t._version, u._version) == (2, 1)
+    assert opt.step([torch.full((10,), np.nan), torch.ones(4), np.ones(3, np.float32)]) is False
+    assert (t._version, u._version) == (2, 1)
+
+
+@needs_core
 def test_changing_a_group_hyperparameter_between_steps_takes_effect():
     """As with torch: param_groups[i][key] = value; a newly needed state buffer is allocated."""
     p = np.ones(4, np.float32)

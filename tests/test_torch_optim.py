@@ -375,6 +375,32 @@ def test_a_lazy_zero_grad_steps_as_zeros(others):
             assert torch.equal(tensor, opts[1].state[q][name]), name
 
 
+@needs_core
+@pytest.mark.parametrize("flat_grads", [False, True])
+def test_a_backward_through_params_the_step_changed_raises_as_with_torch(flat_grads):
+    """pyoptim writes the params' memory, which autograd does not see; the step moves the
+    version counter of each param it updated, as torch.optim's in-place ops do. So a backward
+    through a graph saved before the step raises as after torch.optim's step, instead of
+    computing with the new values; one through a param the step left alone (no grad), or
+    through any param after a step GradScaler skipped, runs as with torch."""
+    outcomes = []
+    for module in (torch.optim, pt):
+        w, u = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
+        opt = module.Adam([w, u], lr=0.1, **({"flat_grads": flat_grads} if module is pt else {}))
+        through_w, through_u = (w * w).sum(), (u * u).sum()
+        through_w.backward(retain_graph=True)
+        u.grad = None
+        if module is pt:
+            opt.step(found_inf=torch.ones(()))  # skipped: nothing changes
+            through_w.backward(retain_graph=True)
+        opt.step()
+        through_u.backward()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            through_w.backward()
+        outcomes.append((w._version > 0, u._version))
+    assert outcomes[0] == outcomes[1] == (True, 0)
+
+
 # a grad whose size or dtype changed under its param (torch's .grad setter checks both; these
 # do not go through it)
 CHANGED = {
