@@ -43,7 +43,13 @@ def refuse_lazy_tensor(t, name: str) -> None:
     """pyoptim reads and writes a PyTorch tensor's memory (DLPack, __cuda_array_interface__),
     which for two kinds of lazy tensor is not its values: one whose negative bit is set
     (torch._neg_view, the .imag of a conjugated complex view) holds their opposite, and a lazy
-    zero tensor (torch._efficientzerotensor) has none at all (address 0). Both refused by name."""
+    zero tensor (torch._efficientzerotensor) has none at all (address 0). Both refused by name,
+    as is a tensor of another layout than strided (sparse, mkldnn: no memory of that form)."""
+    import torch
+
+    if t.layout != torch.strided:
+        raise TypeError(f"{name}: a PyTorch tensor of layout {t.layout}; pyoptim takes dense "
+                        "(strided) tensors only")
     if t.is_neg():
         raise TypeError(f"{name}: a PyTorch tensor with its negative bit set holds the opposite "
                         "of its values in memory; pass t.resolve_neg() (a copy: an update "
@@ -66,7 +72,11 @@ def mark_written(tensors: list) -> None:
 def torch_values(t):
     """t itself when its memory holds its values, else a copy that does (for tensors that are
     only read: gradients, checkpoints): resolved where its negative bit is set, materialized
-    where it has no memory (refuse_lazy_tensor)."""
+    where it has no memory (refuse_lazy_tensor). Another layout: t, for the caller to refuse."""
+    import torch
+
+    if t.layout != torch.strided:
+        return t
     if t.is_neg():
         t = t.resolve_neg()
     if t.data_ptr() == 0 and t.numel() > 0:

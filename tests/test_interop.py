@@ -188,6 +188,19 @@ def test_a_lazy_torch_tensor_is_refused(backend, which, lazy):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("which", ["param", "grad"])
+@pytest.mark.parametrize("layout", ["sparse", "mkldnn"])
+def test_a_torch_tensor_of_another_layout_is_refused(backend, which, layout):
+    arrays = {"param": torch.linspace(-1, 1, 7), "grad": torch.ones(7)}
+    before = arrays["param"].clone()
+    arrays[which] = arrays[which].to_sparse() if layout == "sparse" else arrays[which].to_mkldnn()
+    with pytest.raises(TypeError, match=rf"{which}: a PyTorch tensor of layout torch._?{layout}"):
+        functional.sgd(arrays["param"], arrays["grad"], step=1, lr=0.1, backend=backend)
+    if which == "grad":
+        assert torch.equal(arrays["param"], before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_step_moves_the_version_counter_of_the_torch_tensors_it_wrote(backend):
     """autograd does not see pyoptim write a tensor's memory: a step moves the version counter
     of the param and the state it wrote (NAdam's mu_product included), as torch's in-place ops
