@@ -523,8 +523,9 @@ def test_the_timing_moves_every_contestant_before_every_round(monkeypatch):
             real = getattr(c, method)
             monkeypatch.setattr(c, method, lambda *a, _real=real, _m=method, _n=c.name:
                                 (events.append((_m, _n)), _real(*a))[1])
-    _runner.time_round_robin(contestants, 1000, rounds=5, warmup=1, sample_time=1e-4,
-                             mover=_cells.Mover(seed=1))
+    timings = _runner.time_round_robin(contestants, 1000, rounds=5, warmup=1, sample_time=1e-4,
+                                       mover=_cells.Mover(seed=1))
+    assert timings["roofline"].batch == timings["pyoptim"].batch  # the cell's one batch
     moves = [i for i, (method, _) in enumerate(events) if method == "relocate"]
     assert len(moves) == 5 * len(contestants)
     # each round: every contestant moved, then every contestant stepped
@@ -535,6 +536,28 @@ def test_the_timing_moves_every_contestant_before_every_round(monkeypatch):
     events.clear()
     _runner.time_round_robin(contestants, 1000, rounds=3, warmup=1, sample_time=1e-4)
     assert not [e for e in events if e[0] == "relocate"]  # mover None: --fixed-layout
+
+
+def test_every_contestant_of_a_cell_times_the_same_number_of_steps_per_sample():
+    """One batch for the cell, from the fastest contestant that is not the roofline (the
+    roofline takes it too); a slow one whose sample would outlast LONGEST_SAMPLE x sample_time
+    takes as many steps as fit in that, at least one."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from pyoptim.bench import _runner  # noqa: PLC0415
+
+    contestants = [SimpleNamespace(name=n, role=r) for n, r in (
+        ("pyoptim", "pyoptim"), ("pyoptim-control", "control"), ("torch-fused", "peer"),
+        ("torch-forloop", "peer"), ("roofline", "roofline"))]
+    ms = 1e-3
+    estimate = {"pyoptim": 0.9 * ms, "pyoptim-control": 0.8 * ms, "torch-fused": 1.6 * ms,
+                "torch-forloop": 12 * ms, "roofline": 0.3 * ms}
+    assert _runner.batch_sizes(contestants, estimate, 5 * ms) == {
+        "pyoptim": 7, "pyoptim-control": 7, "torch-fused": 7, "torch-forloop": 4, "roofline": 7}
+    estimate["torch-forloop"] = 80 * ms  # longer than 10 x 5 ms: one step
+    assert _runner.batch_sizes(contestants, estimate, 5 * ms)["torch-forloop"] == 1
+    assert _runner.batch_sizes(contestants[-1:], {"roofline": 0.3 * ms}, 5 * ms) == \
+        {"roofline": 17}
 
 
 @needs_core

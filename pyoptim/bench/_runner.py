@@ -11,8 +11,9 @@ sample each per round, so that every contestant sees the same machine state and 
 one round are fair even when the machine's speed drifts. Before every round, each contestant's
 arrays move to new memory (_cells.Mover): where an array lies changes a cache-resident step's
 time by up to 50% here, and a contestant left in one place for the whole cell carries that luck
-into every ratio (bench/README.md, "Layout"). A sample times a batch of consecutive steps (one step
-at large sizes; enough steps for the sample to last --sample-time at small ones). When a
+into every ratio (bench/README.md, "Layout"). A sample times a batch of consecutive steps, the
+same number for every contestant of the cell (one step at large sizes; enough for the fastest
+contestant's sample to last --sample-time at small ones; see batch_sizes). When a
 contestant's arrays fit in the last-level cache, one untimed step before each sample brings them
 back after the other contestants' turns (the cache-resident steady state a training loop sees).
 Ratios are medians of per-round ratios.
@@ -177,6 +178,26 @@ def last_level_cache_bytes() -> int:
     return best or 32 << 20
 
 
+# a sample lasts at most this many times --sample-time (a slow peer at a tiny size)
+LONGEST_SAMPLE = 10
+
+
+def batch_sizes(contestants: list, estimate: dict, sample_time: float) -> dict:
+    """Steps per sample, by contestant name: one number for the whole cell, enough for the
+    fastest contestant's sample (the roofline aside) to last sample_time. Consecutive steps of
+    one contestant get faster over several steps where its working set is about the size of a
+    cache (pyoptim.torch on gpt-tiny, Intel Xeon: 1.24 ms a step timed alone after a primed
+    one, 0.94 ms over 8), so contestants timed over different numbers of steps are not timed
+    alike; sized by each one's own speed, the fastest got the longest batches. A contestant for
+    which the cell's batch would last longer than LONGEST_SAMPLE x sample_time takes as many
+    steps as fit in that (at least one)."""
+    timed = [estimate[c.name] for c in contestants if c.role != ROOFLINE] or list(estimate.values())
+    batch = max(1, math.ceil(sample_time / max(min(timed), 1e-9)))
+    return {c.name: max(1, min(batch, math.floor(LONGEST_SAMPLE * sample_time
+                                                 / max(estimate[c.name], 1e-9))))
+            for c in contestants}
+
+
 def time_round_robin(contestants: list, elements: int, rounds: int, warmup: int,
                      sample_time: float, progress=None, mover=None, seed: int = 0) -> dict:
     """Warms up, then times `rounds` samples of each contestant, taking turns in an order drawn
@@ -191,11 +212,9 @@ def time_round_robin(contestants: list, elements: int, rounds: int, warmup: int,
             c.sync()
             elapsed = time.perf_counter() - start
             estimate[c.name] = min(estimate.get(c.name, math.inf), elapsed)
-    timings = {
-        c.name: Timing(batch=max(1, math.ceil(sample_time / max(estimate[c.name], 1e-9))),
-                       primed=c.bytes_per_element * elements <= cache)
-        for c in contestants
-    }
+    batches = batch_sizes(contestants, estimate, sample_time)
+    timings = {c.name: Timing(batch=batches[c.name], primed=c.bytes_per_element * elements <= cache)
+               for c in contestants}
     order = np.random.default_rng([seed, 0x0D0E])
     gc.collect()
     gc_was_enabled = gc.isenabled()
