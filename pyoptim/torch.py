@@ -63,7 +63,9 @@ What differs from torch.optim:
   after ``zero_grad(set_to_none=False)`` (Adam's moments decay; for plain SGD nothing
   changes). A param that does not require grad gets no view. A ``.grad`` replaced or set to
   None by hand is read as it is (the step is then as without the option) until the
-  optimizer's ``zero_grad()`` makes the views the grads again.
+  optimizer's ``zero_grad()`` makes the views the grads again, as is a view whose layout was
+  changed in place (``t_()``, ``as_strided_()``). Not detected: ``.data`` of a view set to a
+  negated view of its own memory (torch._neg_view), which is read as that memory.
 * **autograd** does not see the kernels write the tensors' memory; a step moves the version
   counter of every param it updated (``torch.autograd.graph.increment_version``), as torch's
   in-place ops do, so a backward through a graph saved before the step raises as after
@@ -604,11 +606,13 @@ class _FlatGrads:
 
     def in_place(self, params: list, pointers: list[int]) -> bool:
         """Whether every param's .grad is still its view (None where it has none), the views
-        still have their memory (no ``.data`` or ``set_()`` on them), and the params theirs."""
+        still have their memory (no ``.data`` or ``set_()`` on them) laid out as made (no
+        ``t_()`` or ``as_strided_()``), and the params theirs."""
         if self._metadata is not None:
             _cpu.core()._prefetch(self._metadata)
         return (all(map(operator.is_, map(_GRAD, params), self.views))
                 and list(map(_DATA_PTR, self._owned)) == self._addresses
+                and all(map(_IS_CONTIGUOUS, self._owned))
                 and list(map(_DATA_PTR, params)) == pointers)
 
     def zero(self, params: list, set_to_none: bool) -> None:

@@ -197,6 +197,24 @@ def test_a_view_given_other_memory_is_read_there_and_zeroed_there():
     assert p.grad is view and not view.any()
 
 
+@pytest.mark.parametrize("relayout", ["t_", "as_strided_"])
+def test_a_view_laid_out_otherwise_in_place_is_read_as_its_values(relayout):
+    """A view transposed in place keeps its memory and address; its values are the transpose
+    of that memory, and the step reads them as torch.optim does."""
+    w = torch.nn.Parameter(torch.zeros(3, 3, dtype=torch.float64))
+    ref = torch.nn.Parameter(torch.zeros(3, 3, dtype=torch.float64))
+    opt = pt.SGD([w], lr=1.0, flat_grads=True)
+    view = w.grad
+    with torch.no_grad():
+        view.copy_(torch.arange(9.0).reshape(3, 3))
+        view.t_() if relayout == "t_" else view.as_strided_((3, 3), (1, 3))
+    assert w.grad is view and not view.is_contiguous()
+    ref.grad = view.clone()
+    opt.step()
+    torch.optim.SGD([ref], lr=1.0).step()
+    assert torch.equal(w, ref)
+
+
 def test_a_param_that_moved_is_refused_and_nothing_changes():
     model = make_model()
     opt = pt.Adam(model.parameters(), flat_grads=True)
