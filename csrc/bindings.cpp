@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -247,6 +248,13 @@ clip_value: if given, each gradient element, after its multiplication by grad_fa
   m.def("get_num_threads", &num_threads, "The number of threads a step uses.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be at least 1, got " + std::to_string(n));
+    if (n > 1 && forked_child()) {
+      throw std::runtime_error(
+          "set_num_threads: this process was forked after pyoptim was loaded, and OpenMP cannot "
+          "start threads in a forked child once a parallel region ran before the fork (it would "
+          "hang): pyoptim runs on one thread here. For threads in a child process, start it "
+          "with multiprocessing's 'spawn' or 'forkserver' method");
+    }
     set_num_threads(n);
   }, py::arg("n"), "Sets the number of threads a step uses.");
   m.def("min_elements_per_thread", &min_elements_per_thread,

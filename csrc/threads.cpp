@@ -2,8 +2,24 @@
 
 #include <atomic>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
 namespace pyoptim {
 namespace {
+
+// A process forked after this module was loaded: OpenMP (libgomp) cannot start threads there
+// once any parallel region ran before the fork (pyoptim's or another library's, torch's: they
+// share one thread pool), and whether one did is not known. Such a child runs every step on one
+// thread (results are the same for any thread count).
+std::atomic<bool> g_forked{false};
+
+void on_fork_child() { g_forked.store(true, std::memory_order_relaxed); }
+
+#if defined(__unix__) || defined(__APPLE__)
+[[maybe_unused]] const bool g_fork_handler = [] { return pthread_atfork(nullptr, nullptr, &on_fork_child) == 0; }();
+#endif
 
 int default_threads() {
 #ifdef _OPENMP
@@ -18,7 +34,9 @@ std::atomic<std::int64_t> g_min_elements_per_thread{kMinElementsPerThread};
 
 }  // namespace
 
-int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
+int num_threads() { return forked_child() ? 1 : g_num_threads.load(std::memory_order_relaxed); }
+
+bool forked_child() { return g_forked.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) { g_num_threads.store(std::max(1, n), std::memory_order_relaxed); }
 

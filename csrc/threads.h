@@ -15,6 +15,10 @@ namespace pyoptim {
 int num_threads();
 void set_num_threads(int n);
 
+// Whether this process was forked after pyoptim was loaded: its steps then run on one thread,
+// and num_threads() is 1 (threads.cpp).
+bool forked_child();
+
 // Each thread gets at least this many elements: below twice it a step runs serially, because
 // starting a parallel region costs more than the elements save. The default is measured by
 // bench/threshold.py (bench/README.md); set_min_elements_per_thread exists for that measurement.

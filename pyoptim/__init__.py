@@ -64,7 +64,10 @@ __all__ = [
 
 def set_num_threads(n: int) -> None:
     """Sets the number of threads pyoptim's CPU kernels use (default: OMP_NUM_THREADS, else the
-    number of cores). Results do not depend on it: they are bit-identical for any count."""
+    number of cores). Results do not depend on it: they are bit-identical for any count. In a
+    process forked after pyoptim was loaded, pyoptim runs on one thread and n > 1 raises
+    RuntimeError (OpenMP cannot start threads there); use multiprocessing's 'spawn' or
+    'forkserver' start method for threads in child processes."""
     _core_module().set_num_threads(n)
 
 

@@ -75,6 +75,57 @@ def test_omp_num_threads_sets_the_default(count, tmp_path):
     assert out.stdout.strip() == count
 
 
+_FORKED_CHILD = """
+import multiprocessing as mp
+import numpy as np
+import pyoptim
+from pyoptim import functional
+
+n = 1 << 20  # two threads' worth
+pyoptim.set_num_threads(2)
+p = np.ones(n, np.float32)
+functional.adam(p, np.full(n, 0.5, np.float32), exp_avg=np.zeros(n, np.float32),
+                exp_avg_sq=np.zeros(n, np.float32), step=1, lr=0.1)  # threads start here
+
+
+def child(queue):
+    q = np.ones(n, np.float32)
+    functional.adam(q, np.full(n, 0.5, np.float32), exp_avg=np.zeros(n, np.float32),
+                    exp_avg_sq=np.zeros(n, np.float32), step=1, lr=0.1)
+    try:
+        pyoptim.set_num_threads(2)
+        refused = ""
+    except RuntimeError as e:
+        refused = str(e)
+    pyoptim.set_num_threads(1)
+    queue.put((bool((q == p).all()), pyoptim.get_num_threads(), refused))
+
+
+context = mp.get_context("fork")
+queue = context.Queue()
+process = context.Process(target=child, args=(queue,), daemon=True)
+process.start()
+process.join(60)
+assert not process.is_alive(), "the forked child hangs"
+same, threads, refused = queue.get(timeout=5)
+assert same and threads == 1, (same, threads)
+assert "forked after pyoptim was loaded" in refused and "'spawn'" in refused, refused
+assert pyoptim.get_num_threads() == 2
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_steps_on_one_thread_instead_of_hanging(tmp_path):
+    """OpenMP (libgomp) cannot start threads in a process forked after a parallel region ran:
+    the child's next parallel step waited forever. A child forked after pyoptim was loaded
+    steps on one thread (the same bits), reports 1 thread, and refuses more by name; the
+    parent keeps its threads."""
+    out = subprocess.run([sys.executable, "-c", _FORKED_CHILD], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_the_gil_is_released_during_a_step():
     """While one thread runs long steps, another Python thread keeps running."""
     n = 1 << 24
