@@ -39,22 +39,33 @@ def is_device_array(x) -> bool:
     return bool(getattr(x, "__cuda_ndarray__", False)) or _has_cuda_interface(x)
 
 
+def _lazy_kind(t) -> str | None:
+    """Why a strided PyTorch tensor's memory is not its values, or None when it is: "negative"
+    (its negative bit is set: torch._neg_view, the .imag of a conjugated complex view; the memory
+    holds their opposite) or "no memory" (a lazy zero tensor, torch._efficientzerotensor:
+    address 0)."""
+    if t.is_neg():
+        return "negative"
+    if t.data_ptr() == 0 and t.numel() > 0:
+        return "no memory"
+    return None
+
+
 def refuse_lazy_tensor(t, name: str) -> None:
-    """pyoptim reads and writes a PyTorch tensor's memory (DLPack, __cuda_array_interface__),
-    which for two kinds of lazy tensor is not its values: one whose negative bit is set
-    (torch._neg_view, the .imag of a conjugated complex view) holds their opposite, and a lazy
-    zero tensor (torch._efficientzerotensor) has none at all (address 0). Both refused by name,
-    as is a tensor of another layout than strided (sparse, mkldnn: no memory of that form)."""
+    """pyoptim reads and writes a PyTorch tensor's memory (DLPack, __cuda_array_interface__):
+    a tensor whose memory is not its values (_lazy_kind) is refused by name, as is one of another
+    layout than strided (sparse, mkldnn: no memory of that form)."""
     import torch
 
     if t.layout != torch.strided:
         raise TypeError(f"{name}: a PyTorch tensor of layout {t.layout}; pyoptim takes dense "
                         "(strided) tensors only")
-    if t.is_neg():
+    kind = _lazy_kind(t)
+    if kind == "negative":
         raise TypeError(f"{name}: a PyTorch tensor with its negative bit set holds the opposite "
                         "of its values in memory; pass t.resolve_neg() (a copy: an update "
                         "written there does not reach t)")
-    if t.data_ptr() == 0 and t.numel() > 0:
+    if kind == "no memory":
         raise TypeError(f"{name}: a PyTorch tensor without memory (a lazy zero tensor); pass "
                         "t.clone() (a copy: an update written there does not reach t)")
 
@@ -72,14 +83,14 @@ def mark_written(tensors: list) -> None:
 def torch_values(t):
     """t itself when its memory holds its values, else a copy that does (for tensors that are
     only read: gradients, checkpoints): resolved where its negative bit is set, materialized
-    where it has no memory (refuse_lazy_tensor). Another layout: t, for the caller to refuse."""
+    where it has no memory (_lazy_kind). Another layout: t, for the caller to refuse."""
     import torch
 
     if t.layout != torch.strided:
         return t
-    if t.is_neg():
+    if _lazy_kind(t) == "negative":
         t = t.resolve_neg()
-    if t.data_ptr() == 0 and t.numel() > 0:
+    if _lazy_kind(t) == "no memory":  # of the resolved tensor
         t = t.clone()
     return t
 

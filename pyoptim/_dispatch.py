@@ -39,33 +39,41 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
     placement = _arrays.placement(arrays)
     backend = _choose_backend(backend, placement)
     if backend == "numpy":
-        views = _host_views(arrays)
-        _checks.check(
-            opt.name,
-            _checks.host_buffer("param", views["param"]),
-            _checks.host_buffer("grad", views["grad"]),
-            [_checks.host_buffer(name, views[name]) for name in needed],
-        )
-        getattr(reference, opt.name)(
-            views["param"], views["grad"], **{name: views[name] for name in needed}, **host,
-            step=step, **hp
-        )
-        _mark_torch_written([param, *(states[name] for name in needed + opt.host_states)])
-        return
+        _reference_step(opt, arrays, needed, host, step, hp)
+    else:
+        _kernel_step(opt, arrays, needed, host, step, hp, backend)
+    _mark_torch_written([param, *(states[name] for name in needed + opt.host_states)])
+
+
+def _reference_step(opt, arrays: dict, needed: list, host: dict, step: int, hp: dict) -> None:
+    views = _host_views(arrays)
+    _checks.check(
+        opt.name,
+        _checks.host_buffer("param", views["param"]),
+        _checks.host_buffer("grad", views["grad"]),
+        [_checks.host_buffer(name, views[name]) for name in needed],
+    )
+    getattr(reference, opt.name)(
+        views["param"], views["grad"], **{name: views[name] for name in needed}, **host,
+        step=step, **hp
+    )
+
+
+def _kernel_step(opt, arrays: dict, needed: list, host: dict, step: int, hp: dict,
+                 backend: str) -> None:
     current = {name: array.reshape(()).copy() for name, array in host.items()}
     flags, scalars = opt.flag_mask(hp, step, current), opt.scalars(hp, step, host=current)
     if backend == "cuda":
         from . import _cuda  # noqa: PLC0415 (imports numba only when a GPU array comes)
 
-        _cuda.step(opt, flags, [param], [grad], {name: [states[name]] for name in needed},
-                   scalars)
+        _cuda.step(opt, flags, [arrays["param"]], [arrays["grad"]],
+                   {name: [arrays[name]] for name in needed}, scalars)
     else:
         views = _host_views(arrays)
         _cpu.step(opt, flags, [views["param"]], [views["grad"]],
                   {name: [views[name]] for name in needed}, scalars)
     for name, value in opt.advance_host(hp, step, current).items():  # after the step succeeded
         host[name][...] = value
-    _mark_torch_written([param, *(states[name] for name in needed + opt.host_states)])
 
 
 def _mark_torch_written(written: list) -> None:
