@@ -212,6 +212,27 @@ def test_two_pass_roofline_moves_the_two_passes_bytes(tmp_path):
 
 
 @needs_core
+def test_a_cell_without_a_roofline_pass_is_timed_without_one(tmp_path, capsys):
+    """LAMB with bf16 params and float32 state: no StreamPass moves its second pass's bytes
+    with these dtypes. The cell is still validated and timed, without a % of the roofline, and
+    the run says why (it used to stop the whole run with a ValueError)."""
+    status = cli.main(["bench", "--optimizers", "lamb,adam", "--dtypes", "bf16",
+                       "--sizes", "1000", "--threads", "1", "--peers", "none", "--no-plots",
+                       "--out", str(tmp_path), *TINY])
+    assert status == 0
+    lamb, adam = _load(tmp_path)["cells"]
+    mine = _entry(lamb, "pyoptim")
+    assert mine["validation"]["exact"] and mine["timing"]["median_s"] > 0
+    assert "roofline_fraction" not in mine["timing"]
+    assert [c for c in lamb["contestants"] if c["name"] == "roofline"] == []
+    assert "two-pass" in lamb["roofline_unavailable"]
+    assert _entry(adam, "pyoptim")["timing"]["roofline_fraction"] > 0  # the next cell has one
+    out = capsys.readouterr().out
+    assert "roofline: no roofline pass" in out and "(1 cell)" in out
+    assert "| lamb | bf16 | 1000 | 1 | 32 |" in (tmp_path / "results.md").read_text()
+
+
+@needs_core
 def test_runs_end_to_end_and_writes_json_and_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     peers = "numpy,torch-fused" if _has("torch") else "numpy"

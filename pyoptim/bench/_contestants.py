@@ -476,8 +476,8 @@ class Roofline(Contestant):
             # a state-typed buffer read and written beside a param-typed one read
             if len(cell.variant.states) != 2 or self.dtypes.param not in (self.dtypes.state,
                                                                           "float32"):
-                raise ValueError(f"{cell.label}: no roofline for a two-pass step with these dtypes "
-                                 "(the param's must be the state's or float32)")
+                raise Unavailable("no roofline pass moves a two-pass step's bytes with these "
+                                  "dtypes (the param's must be the state's or float32)")
             self._arrays.append((full(n, 1, numpy_dtype(self.dtypes.state)),
                                  full(n, 1, numpy_dtype(self.dtypes.param)), []))
         self._make_passes()

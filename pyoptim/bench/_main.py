@@ -95,7 +95,13 @@ def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
         for c in contestants:
             if not checks[c.name].ok:
                 c.close()
-        timed = valid + [Roofline(cell, args.backend)] if valid else []
+        timed = list(valid)
+        if valid:
+            try:
+                timed.append(Roofline(cell, args.backend))
+            except Unavailable as e:  # the cell is timed without one: no % of it
+                unavailable.setdefault((ROOFLINE, str(e)), []).append(cell.label)
+                record["roofline_unavailable"] = str(e)
         mover = None if getattr(args, "fixed_layout", False) else Mover(args.seed)
         timings = time_round_robin(timed, cell.shape.elements, rounds, warmup, sample_time,
                                    progress, mover, args.seed) if timed else {}
@@ -205,7 +211,7 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
         except ImportError:
             print("(no plots: matplotlib is not installed; pip install 'pyoptim[bench]')")
     if unavailable:
-        print("\nPeers not run:")
+        print("\nNot run:")
         for (name, reason), where in unavailable.items():
             print(f"  {name}: {reason} ({len(where)} cell{'s' if len(where) > 1 else ''})")
     targets = _report.evaluate_targets(results)
