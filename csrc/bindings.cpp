@@ -172,12 +172,20 @@ void convert_elements(const Buffer& in, const Buffer& out) {
   }
 }
 
-// Converts between float32 and float16/bfloat16 with the kernels' own conversions (for tests).
-void convert(const py::array& src, py::array& dst) {
+// Converts between float32 and float16/bfloat16 with the kernels' own conversions (for tests);
+// blocks: float16 through the block conversions the update loops use (F16C where the CPU has
+// it) instead of the element routines.
+void convert(const py::array& src, py::array& dst, bool blocks) {
   const Buffer in = check_array(src, [] { return std::string("convert: src"); }, false);
   const Buffer out = check_array(dst, [] { return std::string("convert: dst"); }, true);
   if (in.size != out.size) throw py::value_error("convert: arrays must be of equal size");
-  if (in.dtype == DType::kFloat32 && out.dtype == DType::kFloat16) {
+  if (blocks && in.dtype == DType::kFloat32 && out.dtype == DType::kFloat16) {
+    narrow_to_halves(static_cast<const float*>(in.data), static_cast<Half*>(out.data), in.size);
+  } else if (blocks && in.dtype == DType::kFloat16 && out.dtype == DType::kFloat32) {
+    widen_halves(static_cast<const Half*>(in.data), static_cast<float*>(out.data), in.size);
+  } else if (blocks) {
+    throw py::type_error("convert: blocks=True converts float32 <-> float16");
+  } else if (in.dtype == DType::kFloat32 && out.dtype == DType::kFloat16) {
     convert_elements<float, Half>(in, out);
   } else if (in.dtype == DType::kFloat32 && out.dtype == DType::kBFloat16) {
     convert_elements<float, BFloat16>(in, out);
@@ -282,8 +290,11 @@ clip_value: if given, each gradient element, after its multiplication by grad_fa
         "Fetches the cache lines at these addresses (a C-contiguous uint64 array) ahead of their "
         "use: a hint (pyoptim.torch: the torch metadata a step's checks read). It reads nothing "
         "and cannot fault, whatever the addresses.");
-  m.def("_convert", &convert, py::arg("src"), py::arg("dst"),
-        "Converts float32 <-> float16/bfloat16 with the kernels' conversions (for tests).");
+  m.def("_convert", &convert, py::arg("src"), py::arg("dst"), py::arg("blocks") = false,
+        "Converts float32 <-> float16/bfloat16 with the kernels' conversions (for tests); "
+        "blocks=True: float16 as the update loops convert it, a block at a time.");
+  m.def("_halves_use_f16c", &halves_use_f16c,
+        "Whether float16 blocks are converted with the CPU's F16C instructions.");
 }
 
 }  // namespace pyoptim

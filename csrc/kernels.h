@@ -207,6 +207,75 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
   }
 }
 
+// float16 params: the loop runs on float blocks. Their elements (and a float16 grad's and state
+// buffers') are widened a block at a time into float scratch, body(param, grad, state, len)
+// updates the block, and what it wrote is rounded back. GCC does not vectorize float16
+// conversions, so inside update_range they take the integer routines of storage.h; a block at
+// a time they take the CPU's F16C instructions (widen_halves, narrow_to_halves). Adam with
+// float16 params ran 1.2-1.3x slower than with bfloat16 params element by element, and now as
+// fast (bench/README.md, "float16 conversions"). The float loop computes what update_range computes
+// on the widened values, so the results are the same bits. read / written: which state buffers
+// the body reads and writes (a buffer it only writes is not widened).
+inline constexpr std::int64_t kHalfBlock = 512;  // elements: the scratch blocks stay in L1
+
+template <int K, class G, class S, class Body>
+void in_float_blocks(Half* param, const G* grad, S* const* state, std::int64_t n,
+                     const std::array<bool, kMaxStates>& read,
+                     const std::array<bool, kMaxStates>& written, const Body& body) {
+  static_assert(std::is_same_v<G, Half> || std::is_same_v<G, float>);
+  static_assert(std::is_same_v<S, Half> || std::is_same_v<S, float>);
+  constexpr bool kHalfGrad = std::is_same_v<G, Half>, kHalfState = std::is_same_v<S, Half>;
+  alignas(64) float p[kHalfBlock];
+  alignas(64) float g[kHalfGrad ? kHalfBlock : 1];
+  alignas(64) float s[kHalfState ? std::max(K, 1) : 1][kHalfState ? kHalfBlock : 1];
+  // Each float16 buffer is read a block at a time, one buffer after the other, where the loop
+  // of update_range reads all of them at once: the block after next of each is fetched ahead,
+  // so that its DRAM latency overlaps the work on this one. (A float buffer is read by the float
+  // loop as update_range reads it.)
+  const auto fetch_ahead = [&](const auto* buffer, std::int64_t start) {
+    const std::uintptr_t ahead =
+        reinterpret_cast<std::uintptr_t>(buffer + start) + 2 * kHalfBlock * sizeof(*buffer);
+    for (std::uintptr_t b = 0; b < kHalfBlock * sizeof(*buffer); b += 64) {
+      __builtin_prefetch(reinterpret_cast<const void*>(ahead + b));  // cannot fault past the end
+    }
+  };
+  for (std::int64_t start = 0; start < n; start += kHalfBlock) {
+    const std::int64_t len = std::min(kHalfBlock, n - start);
+    fetch_ahead(param, start);
+    if constexpr (kHalfGrad) fetch_ahead(grad, start);
+    if constexpr (kHalfState) {
+      for (int k = 0; k < K; ++k) {
+        if (state[k] != nullptr && read[k]) fetch_ahead(state[k], start);
+      }
+    }
+    widen_halves(param + start, p, len);
+    const float* grad_block;
+    if constexpr (kHalfGrad) {
+      widen_halves(grad + start, g, len);
+      grad_block = g;
+    } else {
+      grad_block = grad + start;
+    }
+    float* state_block[kMaxStates] = {};
+    for (int k = 0; k < K; ++k) {
+      if (state[k] == nullptr) continue;
+      if constexpr (kHalfState) {
+        if (read[k]) widen_halves(state[k] + start, s[k], len);
+        state_block[k] = s[k];
+      } else {
+        state_block[k] = state[k] + start;
+      }
+    }
+    body(p, grad_block, state_block, len);
+    narrow_to_halves(p, param + start, len);
+    if constexpr (kHalfState) {
+      for (int k = 0; k < K; ++k) {
+        if (state[k] != nullptr && written[k]) narrow_to_halves(s[k], state[k] + start, len);
+      }
+    }
+  }
+}
+
 // The per-step scalars: float64 rows from the host, cast once to the compute type T.
 template <class Rule, class T>
 std::vector<typename Rule::template Scalars<T>> cast_rows(const double* rows_data, std::int64_t rows) {
@@ -246,10 +315,11 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
   const auto scalars = cast_rows<Rule, T>(scalar_rows, rows);
   const T clip = static_cast<T>(clip_value);
   // A rule that divides by a per-step scalar gets the flag for quotient's FMA form where it pays:
-  // float32 params (Adam in cache: 0.8-0.9x the time; measured in bench/README.md). With 16-bit
-  // params the loop is busy converting, and the three FMA-unit operations that replace the
-  // division made it slower (1.1-1.2x).
-  constexpr bool kMayFuse = Rule::has_divisor && std::is_same_v<P, float>;
+  // float32 params (Adam in cache: 0.8-0.9x the time; measured in bench/README.md), and float16
+  // params, whose loop runs on float blocks. With bfloat16 params the loop is busy converting,
+  // and the three FMA-unit operations that replace the division made it slower (1.1-1.2x).
+  constexpr bool kMayFuse =
+      Rule::has_divisor && (std::is_same_v<P, float> || std::is_same_v<P, Half>);
   const bool fuse = kMayFuse && loops_have_fma();
   for_each_segment_range(segments, [&](std::size_t k, std::int64_t lo, std::int64_t hi) {
     const Segment& seg = segments[k];
@@ -258,9 +328,23 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
       state[j] = seg.state[j] ? static_cast<S*>(seg.state[j]) + lo : nullptr;
     }
     const auto run = [&]<unsigned Flags>() {
-      update_range<Rule, Flags, P, G, S>(static_cast<P*>(seg.param) + lo,
-                                         static_cast<const G*>(seg.grad) + lo, state, hi - lo,
-                                         &scalars[seg.row], clip);
+      if constexpr (std::is_same_v<P, Half>) {
+        std::array<bool, kMaxStates> read{}, written{};
+        for (int j = 0; j < K; ++j) {
+          read[j] = Rule::reads(Flags, j);
+          written[j] = Rule::writes(Flags, j);
+        }
+        in_float_blocks<K>(static_cast<P*>(seg.param) + lo, static_cast<const G*>(seg.grad) + lo,
+                           state, hi - lo, read, written,
+                           [&](float* p, const float* g, float* const* s, std::int64_t len) {
+                             update_range<Rule, Flags, float, float, float>(
+                                 p, g, s, len, &scalars[seg.row], clip);
+                           });
+      } else {
+        update_range<Rule, Flags, P, G, S>(static_cast<P*>(seg.param) + lo,
+                                           static_cast<const G*>(seg.grad) + lo, state, hi - lo,
+                                           &scalars[seg.row], clip);
+      }
     };
     if constexpr (kMayFuse) {
       if (fuse) return run.template operator()<F | kFusedMultiplyAdd>();

@@ -59,8 +59,18 @@ void stream_all(void* param, const void* grad, void* const* state, std::int64_t 
     for (int j = 0; j < kMaxStates; ++j) {
       states[j] = j < K ? static_cast<S*>(state[j]) + begin : nullptr;
     }
-    stream_range<K, P, G, S>(static_cast<P*>(param) + begin, static_cast<const G*>(grad) + begin,
-                             states, end - begin);
+    if constexpr (std::is_same_v<P, Half>) {  // as the update loops run float16 (kernels.h)
+      std::array<bool, kMaxStates> all{};
+      all.fill(true);
+      in_float_blocks<K>(static_cast<P*>(param) + begin, static_cast<const G*>(grad) + begin,
+                         states, end - begin, all, all,
+                         [](float* p, const float* g, float* const* s, std::int64_t len) {
+                           stream_range<K, float, float, float>(p, g, s, len);
+                         });
+    } else {
+      stream_range<K, P, G, S>(static_cast<P*>(param) + begin,
+                               static_cast<const G*>(grad) + begin, states, end - begin);
+    }
   });
 }
 

@@ -35,16 +35,23 @@ def test_python_and_cpp_agree_on_the_dtype_combinations():
     assert [tuple(c) for c in _cpu.core().supported_dtypes()] == list(_spec.DTYPE_COMBINATIONS)
 
 
-def _convert(values, dtype):
+def _convert(values, dtype, blocks=False):
     out = np.empty(values.shape, dtype)
-    _cpu.core()._convert(values, out)
+    _cpu.core()._convert(values, out, blocks=blocks)
     return out
 
 
+# float16 is converted two ways: element by element (storage.h, inside the update loops) and a
+# block at a time (csrc/halves.cpp, the update loops of float16 params: F16C where the CPU has
+# it, which every x86-64-v3 CPU does). Both must give NumPy's bits.
+FLOAT16_WAYS = pytest.mark.parametrize("blocks", [False, True], ids=["elements", "blocks"])
+
+
 @needs_core
-def test_float16_to_float32_is_exact_for_every_half():
+@FLOAT16_WAYS
+def test_float16_to_float32_is_exact_for_every_half(blocks):
     halves = np.arange(2**16, dtype=np.uint16).view(np.float16)
-    got = _convert(halves, np.float32)
+    got = _convert(halves, np.float32, blocks)
     want = halves.astype(np.float32)
     assert np.array_equal(got, want, equal_nan=True)
     assert np.array_equal(np.isnan(got), np.isnan(want))
@@ -72,15 +79,32 @@ def _rounding_cases(target):
 
 
 @needs_core
-@pytest.mark.parametrize("target", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
-def test_float32_rounds_to_16_bits_to_nearest_even(target):
+@pytest.mark.parametrize("target, blocks", [(np.float16, False), (np.float16, True),
+                                            (ml_dtypes.bfloat16, False)],
+                         ids=["float16-elements", "float16-blocks", "bfloat16"])
+def test_float32_rounds_to_16_bits_to_nearest_even(target, blocks):
     values = _rounding_cases(target)
-    got = _convert(values, target)
+    got = _convert(values, target, blocks)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # overflow to infinity is the point
         want = values.astype(target)
     same = (got.view(np.uint16) == want.view(np.uint16)) | (np.isnan(got) & np.isnan(want))
     assert same.all(), f"{np.count_nonzero(~same)} mismatches, e.g. {values[~same][:5]}"
+
+
+@needs_core
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 31, 33, 1000])
+def test_float16_blocks_convert_exactly_n_elements(n):
+    """The block conversions' tails (the last n % 8 or n % 16 through a padded vector): exactly
+    n elements are read and written, none beyond."""
+    values = np.arange(1, n + 3, dtype=np.float32) / 4
+    halves = np.full(n + 2, 7, np.float16)
+    _cpu.core()._convert(values[:n], halves[:n], blocks=True)
+    assert np.array_equal(halves[:n], values[:n].astype(np.float16))
+    assert (halves[n:] == 7).all()
+    back = np.full(n + 2, -1, np.float32)
+    _cpu.core()._convert(halves[:n], back[:n], blocks=True)
+    assert np.array_equal(back[:n], halves[:n].astype(np.float32)) and (back[n:] == -1).all()
 
 
 def test_without_the_extension_a_host_step_says_how_to_build_it(tmp_path):
