@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full benchmark, for a quiet machine (about 95 minutes on 2 cores): every optimizer, dtype
+# The full benchmark, for a quiet machine (over two hours on 2 cores since every contestant of a cell runs the same steps per sample): every optimizer, dtype
 # combination, size and thread count of `pyoptim bench`'s default suites, against every installed
 # peer; then its tables go into bench/README.md and README.md. Extra options pass to pyoptim bench.
 #
