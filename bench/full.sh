@@ -4,7 +4,7 @@
 # peer; then its tables go into bench/README.md and README.md. Extra options pass to pyoptim bench.
 #
 #   pip install ".[bench,test]"   # matplotlib for the plots, torch for the torch.optim peers
-#   bash bench/full.sh
+#   bash bench/full.sh             # bash bench/full.sh --resume goes on with a stopped run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pyoptim bench --out bench/results "$@"

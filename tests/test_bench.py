@@ -767,3 +767,52 @@ def test_default_plans_leave_pyoptim_torch_out_without_torch(monkeypatch):
         cells = [cell for cell, _ in bench.plan(_parser().parse_args(argv))]
         assert cells and all(cell.api == "arrays" for cell in cells)
         assert "adam fp32 gpt-tiny 1t" in [cell.label for cell in cells]
+
+
+@needs_core
+def test_resume_keeps_the_cells_measured_and_runs_the_rest(tmp_path, monkeypatch, capsys):
+    """--resume: a stopped run goes on where it stopped; the cells it kept are the earlier run's
+    records, every cell says where it was measured, and a run made with other settings is
+    refused rather than mixed with new cells."""
+
+    def run(sizes, *extra, peers="numpy", out=tmp_path):
+        return bench.main(["--optimizers", "sgd", "--threads", "1", "--peers", peers,
+                           "--sizes", sizes, "--no-plots", "--out", str(out), *TINY, *extra])
+
+    assert run("100,300") == 0
+    first = _load(tmp_path)
+    first["cells"] = first["cells"][:1]  # stopped after its first cell
+    del first["cells"][0]["measured_in"]  # as before --resume existed
+    (tmp_path / "bench.json").write_text(json.dumps(first))
+
+    ran = []
+    run_cell = _main.run_cell
+    monkeypatch.setattr(_main, "run_cell", lambda cell, *a: ran.append(cell.label)
+                        or run_cell(cell, *a))
+    assert run("100,300,1000", "--resume") == 0
+    assert ran == ["sgd fp32 300 1t", "sgd fp32 1000 1t"]
+    data = _load(tmp_path)
+    assert [c["label"] for c in data["cells"]] == ["sgd fp32 100 1t", *ran]
+    assert all(c["measured_in"]["date"] for c in data["cells"])
+    kept = data["cells"][0]
+    assert kept.pop("measured_in") == dict(git_commit=first["machine"]["git_commit"],
+                                           date=first["machine"]["date"])
+    assert kept == first["cells"][0]  # kept as it was measured
+    assert [m["date"] for m in data["machine"]["earlier_runs"]] == [first["machine"]["date"]]
+    assert "1 of them kept" in capsys.readouterr().out
+    assert "Resumed (`--resume`)" in (tmp_path / "results.md").read_text()
+
+    # other peers for a cell: that cell runs again
+    ran.clear()
+    assert run("100", "--resume", peers="none") == 0
+    assert ran == ["sgd fp32 100 1t"]
+
+    # other settings: refused, and the saved run is left as it was
+    saved = (tmp_path / "bench.json").read_text()
+    assert run("100", "--resume", "--seed", "3") == 2
+    assert "other settings: seed 0 (now 3)" in capsys.readouterr().err
+    assert (tmp_path / "bench.json").read_text() == saved
+
+    # nothing to resume: a fresh run
+    assert run("100", "--resume", out=tmp_path / "fresh") == 0
+    assert "earlier_runs" not in _load(tmp_path / "fresh")["machine"]

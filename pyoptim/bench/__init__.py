@@ -254,6 +254,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the whole cell (default: they move to new memory, at a random "
                              "offset within a page, before every round, so that no contestant "
                              "keeps a lucky or unlucky layout)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with a stopped run: the cells that DIR/bench.json holds, "
+                             "measured with the same settings and peers, are kept (each with "
+                             "the commit and date it was measured on) and the others run")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial data")
 

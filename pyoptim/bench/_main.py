@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import gc
+import json
 import sys
 import time
 from pathlib import Path
@@ -135,6 +137,41 @@ def run_cell(cell: Cell, peers: tuple, args, settings, progress: Progress,
     return record
 
 
+# The settings that make two runs' cells comparable: --resume keeps cells measured with the same.
+RESUME_SETTINGS = ("backend", "alignment_bytes", "rounds", "warmup", "validate_steps",
+                   "sample_time_s", "seed", "quick", "control", "relocate_every_round")
+
+
+def earlier_cells(path: Path, config: dict, plan: list[tuple[Cell, tuple]]) -> tuple[dict, list]:
+    """--resume: the records of the run saved in path that this plan runs with the same peers,
+    by label, and the machine descriptions of the runs they were measured in. A run made with
+    other settings is refused: its cells and new ones would not be measured alike."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, []  # nothing to go on with: the whole plan runs
+    except (OSError, ValueError) as e:
+        raise BenchError(f"--resume: cannot read {path}: {e}") from None
+    if data.get("tool") != "pyoptim bench" or data.get("format_version") != _report.FORMAT_VERSION:
+        raise BenchError(f"--resume: {path} is not a bench.json of this version of pyoptim bench")
+    before = data["config"]
+    differing = [f"{key} {before.get(key)!r} (now {config[key]!r})" for key in RESUME_SETTINGS
+                 if before.get(key) != config[key]]
+    if differing:
+        raise BenchError(f"--resume: the run in {path} was made with other settings: "
+                         f"{', '.join(differing)}; give the same options, or another --out")
+    peers_before = {c["cell"]: c["peers"] for c in before["cells"]}
+    measured_in = dict(git_commit=data["machine"]["git_commit"], date=data["machine"]["date"])
+    kept = {}
+    for cell, peers in plan:
+        record = next((r for r in data["cells"] if r["label"] == cell.label), None)
+        if record is not None and peers_before.get(cell.label) == list(peers):
+            record.setdefault("measured_in", measured_in)
+            kept[cell.label] = record
+    runs = data["machine"].pop("earlier_runs", []) + [data["machine"]] if kept else []
+    return kept, runs
+
+
 def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
     settings = list(SETTINGS["quick" if args.quick else "full"])
     for i, value in enumerate((args.repeat, args.warmup, args.validate_steps, args.sample_time)):
@@ -168,8 +205,16 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
         relocate_every_round=not getattr(args, "fixed_layout", False),
         cells=[dict(cell=cell.label, peers=list(peers)) for cell, peers in plan],
     )
+    kept, runs = ({}, [])
+    if getattr(args, "resume", False):
+        kept, runs = earlier_cells(out / "bench.json", config, plan)
+        if runs:
+            machine["earlier_runs"] = runs
     print(f"pyoptim bench: {len(plan)} cells, backend {args.backend}, {machine['cpu']}, "
           f"{machine['usable_cores']} cores, SIMD {machine['simd_target']}")
+    if kept:
+        print(f"--resume: {len(kept)} of them kept from {out / 'bench.json'} (measured at "
+              + ", ".join(f"{r['git_commit']} on {r['date'][:16]}" for r in runs) + ")")
     print("speed of pyoptim per step (median over rounds, ± half the interquartile range); "
           "% roof: of a STREAM-like pass moving the same bytes; speedup: over the fastest peer "
           "that passed validation, median of per-round ratios\n")
@@ -181,8 +226,14 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
     threads_before = _cpu.core().get_num_threads()
     try:
         for index, (cell, peers) in enumerate(plan):
-            progress.cell(index, cell)
-            record = run_cell(cell, peers, args, settings, progress, unavailable)
+            record = kept.get(cell.label)
+            if record is None:
+                progress.cell(index, cell)
+                record = run_cell(cell, peers, args, settings, progress, unavailable)
+                record["measured_in"] = dict(
+                    git_commit=machine["git_commit"],
+                    date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                        timespec="seconds"))
             results.append(record)
             progress.clear()
             row = _report.headline_row(record)

@@ -367,6 +367,20 @@ def write_json(path: Path, machine: dict, config: dict, cells: list[dict]) -> No
     tmp.replace(path)
 
 
+def resumed_line(machine: dict, cells: list[dict]) -> str:
+    """Where the cells of a resumed run (--resume) were measured: how many in each run."""
+    counts: dict = {}
+    for c in cells:
+        where = c.get("measured_in") or {}
+        key = (where.get("git_commit"), (where.get("date") or "")[:10])
+        counts[key] = counts.get(key, 0) + 1
+    return ("Resumed (`--resume`) from " + "; ".join(
+        f"a run started {m['date'][:16]} at {m['git_commit']} (load average at start "
+        f"{m['load_average_at_start']})" for m in machine["earlier_runs"])
+        + ". Cells by the commit and day they were measured on: "
+        + ", ".join(f"{n} at {commit} on {day}" for (commit, day), n in counts.items()) + ".")
+
+
 def write_markdown(path: Path, machine: dict, config: dict, cells: list[dict]) -> None:
     lines = [
         "# pyoptim bench",
@@ -378,6 +392,7 @@ def write_markdown(path: Path, machine: dict, config: dict, cells: list[dict]) -
         f"torch {machine['torch']}, pyoptim {machine['pyoptim']} ({machine['git_commit']}), "
         f"{machine['date']}, load average at start {machine['load_average_at_start']}.",
         "",
+        *([resumed_line(machine, cells), ""] if machine.get("earlier_runs") else []),
         "## Headline (pyoptim per cell)",
         "",
         markdown_table(HEADLINE_COLUMNS, [headline_row(c) for c in cells]),
