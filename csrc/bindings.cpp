@@ -265,6 +265,13 @@ clip_value: if given, each gradient element, after its multiplication by grad_fa
     }
     set_num_threads(n);
   }, py::arg("n"), "Sets the number of threads a step uses.");
+  m.def("_set_calling_thread_num_threads", [](int n) {
+    if (n < 0) throw py::value_error("_set_calling_thread_num_threads: n must be at least 0, got " + std::to_string(n));
+    set_calling_thread_num_threads(n);
+  }, py::arg("n"),
+        "The steps the calling thread starts use n threads (0: set_num_threads' count again); "
+        "pyoptim.torch's steps use torch.get_num_threads() this way. get_num_threads() in this "
+        "thread says n.");
   m.def("min_elements_per_thread", &min_elements_per_thread,
         "Below this many elements per thread a step runs on fewer threads (serially below twice it).");
   m.def("_set_min_elements_per_thread", [](std::int64_t n) {

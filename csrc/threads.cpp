@@ -32,9 +32,17 @@ int default_threads() {
 std::atomic<int> g_num_threads{default_threads()};
 std::atomic<std::int64_t> g_min_elements_per_thread{kMinElementsPerThread};
 
+// The calling thread's own count (set_calling_thread_num_threads), 0 where it has none.
+thread_local int t_num_threads = 0;
+
 }  // namespace
 
-int num_threads() { return forked_child() ? 1 : g_num_threads.load(std::memory_order_relaxed); }
+int num_threads() {
+  if (forked_child()) return 1;
+  return t_num_threads > 0 ? t_num_threads : g_num_threads.load(std::memory_order_relaxed);
+}
+
+void set_calling_thread_num_threads(int n) { t_num_threads = std::max(0, n); }
 
 bool forked_child() { return g_forked.load(std::memory_order_relaxed); }
 

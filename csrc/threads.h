@@ -14,6 +14,9 @@ namespace pyoptim {
 // (OMP_NUM_THREADS when set, else the number of cores).
 int num_threads();
 void set_num_threads(int n);
+// The steps this OS thread starts use n threads instead (0: set_num_threads' count again):
+// pyoptim.torch's steps follow torch's intra-op thread count this way, as torch.optim's do.
+void set_calling_thread_num_threads(int n);
 
 // Whether this process was forked after pyoptim was loaded: its steps then run on one thread,
 // and num_threads() is 1 (threads.cpp).

@@ -67,7 +67,8 @@ def set_num_threads(n: int) -> None:
     number of cores). Results do not depend on it: they are bit-identical for any count. In a
     process forked after pyoptim was loaded, pyoptim runs on one thread and n > 1 raises
     RuntimeError (OpenMP cannot start threads there); use multiprocessing's 'spawn' or
-    'forkserver' start method for threads in child processes."""
+    'forkserver' start method for threads in child processes. pyoptim.torch's optimizers use
+    torch's thread count instead (torch.set_num_threads), as torch.optim's do."""
     _core_module().set_num_threads(n)
 
 

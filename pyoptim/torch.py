@@ -46,6 +46,9 @@ What differs from torch.optim:
 * **Params stay where they are.** The optimizer updates the memory its params had when it was
   built; a step after ``p.data`` was replaced (``module.to()``, ``.half()``...) is refused.
   All params of one optimizer are on the CPU, or all on CUDA devices.
+* **Threads.** A CPU step runs on torch's intra-op thread count (``torch.set_num_threads``),
+  as torch.optim's steps do, not on ``pyoptim.set_num_threads``' (which governs pyoptim's own
+  API): a process that gives torch one thread per rank gets no more from its optimizer.
 * ``torch.amp.GradScaler``: a step with ``found_inf`` set changes nothing (params, state, step
   counts); ``grad_scale`` is folded into the update (the kernel multiplies each gradient by
   ``1 / grad_scale``; the gradients are not rewritten). Both are also keyword arguments of
@@ -271,7 +274,16 @@ class Optimizer(torch.optim.Optimizer):
         if given is None:
             self._check_not_moved()
             given = self._views([p.grad for p in engine._params])
-        engine.step(given, grad_scale=None if grad_scale is None else float(grad_scale))
+        grad_scale = None if grad_scale is None else float(grad_scale)
+        if engine._placement == _arrays.HOST:  # on torch's intra-op thread count, as torch.optim
+            core = _cpu.core()
+            core._set_calling_thread_num_threads(torch.get_num_threads())
+            try:
+                engine.step(given, grad_scale=grad_scale)
+            finally:
+                core._set_calling_thread_num_threads(0)
+        else:
+            engine.step(given, grad_scale=grad_scale)
         self._step_counts[...] = engine._steps
         if self._state_source != self._source():
             self._refresh_state()

@@ -317,6 +317,48 @@ def test_a_step_is_one_kernel_call_on_the_tensors_memory():
         assert torch.equal(p, q)
 
 
+@needs_core
+def test_a_cpu_step_runs_on_torchs_thread_count():
+    """torch.set_num_threads governs a pyoptim.torch step, as it does torch.optim's: the kernel
+    runs with torch.get_num_threads() threads whatever pyoptim.set_num_threads says, and
+    pyoptim's own count is back after the step (also when the step raises)."""
+    import pyoptim  # noqa: PLC0415
+
+    model = make_model()
+    opt = pt.Adam(model.parameters(), lr=0.01)
+    runner = opt._engine._runner()
+    seen, fail = [], []
+
+    class Recorder(_Spy):
+        def __getattr__(self, name):
+            if name == "run":
+                seen.append(pyoptim.get_num_threads())
+                if fail:
+                    raise RuntimeError("the kernel failed")
+            return super().__getattr__(name)
+
+    runner.plan = Recorder(runner.plan)
+    saved_pyoptim, saved_torch = pyoptim.get_num_threads(), torch.get_num_threads()
+    try:
+        pyoptim.set_num_threads(1)
+        for threads in (3, 1, 2):
+            torch.set_num_threads(threads)
+            opt.zero_grad()
+            loss_of(model, make_data()).backward()
+            opt.step()
+            assert pyoptim.get_num_threads() == 1
+        assert seen == [3, 1, 2]
+        torch.set_num_threads(3)
+        fail.append(True)
+        with pytest.raises(RuntimeError, match="the kernel failed"):
+            opt.step()
+        assert seen[-1] == 3
+        assert pyoptim.get_num_threads() == 1
+    finally:
+        pyoptim.set_num_threads(saved_pyoptim)
+        torch.set_num_threads(saved_torch)
+
+
 def _twins_stepped_alike(alter, steps=3):
     """Two identical models, each with a pyoptim.torch Adam, trained side by side on the same
     data; alter(k, t, model) changes twin k's grads before its step t. Checks that both end
