@@ -376,7 +376,8 @@ def resumed_line(machine: dict, cells: list[dict]) -> str:
         counts[key] = counts.get(key, 0) + 1
     return ("Resumed (`--resume`) from " + "; ".join(
         f"a run started {m['date'][:16]} at {m['git_commit']} (load average at start "
-        f"{m['load_average_at_start']})" for m in machine["earlier_runs"])
+        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])})"
+        for m in machine["earlier_runs"])
         + ". Cells by the commit and day they were measured on: "
         + ", ".join(f"{n} at {commit} on {day}" for (commit, day), n in counts.items()) + ".")
 
