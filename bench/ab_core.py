@@ -26,6 +26,8 @@ CASES = [  # (label, optimizer, hyperparameters, param dtype)
     ("adam fp32", "adam", {}, np.float32),
     ("adam bf16 (fp32 state)", "adam", {}, ml_dtypes.bfloat16),
     ("sgd momentum fp32", "sgd", {"momentum": 0.9}, np.float32),
+    ("lamb fp32", "lamb", {}, np.float32),
+    ("lamb fp16 (fp32 state)", "lamb", {}, np.float16),
 ]
 
 

@@ -360,17 +360,23 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
 // reference.sum_of_squares, so the norms are the same for any thread count). Then, per array,
 // ratio = ||p|| / ||u||, 1 where either is 0. Pass 2 recomputes u from the stored state and
 // applies Rule::apply(p, u, ratio). Traffic: pass 1 reads p, g and the state and writes the
-// state; pass 2 reads p and the state and writes p.
+// state; pass 2 reads p and the state and writes p. Element i of a block adds to lane
+// i % kSumLanes, so a block may be run in pieces whose lengths are multiples of kSumLanes, the
+// lanes going on from piece to piece: float16 params with float32 state are (in_half_pieces).
 template <class Rule, unsigned F, class P, class G, class S>
 PYOPTIM_CLONES void trust_ratio_moments(const P* __restrict param, const G* __restrict grad,
                                         S* __restrict exp_avg, S* __restrict exp_avg_sq,
                                         std::int64_t n,
                                         const typename Rule::template Scalars<opmath_t<P>>* scalars,
-                                        opmath_t<P> clip, double* sums) {
+                                        opmath_t<P> clip, double (&lanes)[2][kSumLanes]) {
   using T = opmath_t<P>;
   const auto s = *scalars;
-  double lanes_param[kSumLanes] = {};
-  double lanes_update[kSumLanes] = {};
+  // the caller's lanes go on in local arrays (which the loop may keep in registers)
+  double lanes_param[kSumLanes], lanes_update[kSumLanes];
+  for (int j = 0; j < kSumLanes; ++j) {
+    lanes_param[j] = lanes[0][j];
+    lanes_update[j] = lanes[1][j];
+  }
   const auto element = [&](std::int64_t i, int lane) __attribute__((always_inline)) {
     const T p = load<T>(param[i]);
     T m = load<T>(exp_avg[i]);
@@ -390,8 +396,10 @@ PYOPTIM_CLONES void trust_ratio_moments(const P* __restrict param, const G* __re
     for (int j = 0; j < kSumLanes; ++j) element(i + j, j);
   }
   for (int j = 0; i + j < n; ++j) element(i + j, j);
-  sums[0] = pairwise_sum_fixed<kSumLanes>(lanes_param);
-  sums[1] = pairwise_sum_fixed<kSumLanes>(lanes_update);
+  for (int j = 0; j < kSumLanes; ++j) {
+    lanes[0][j] = lanes_param[j];
+    lanes[1][j] = lanes_update[j];
+  }
 }
 
 template <class Rule, unsigned F, class P, class S>
@@ -409,6 +417,39 @@ PYOPTIM_CLONES void trust_ratio_apply(P* __restrict param, const S* __restrict e
   }
 }
 
+// float16 params (and grads) with float32 state, for the two passes: fn(p, g, start, len) over
+// pieces of kHalfBlock elements widened into L1 scratch with F16C, as in_float_blocks does for
+// the one-pass optimizers (the same values, so the same bits); the param is rounded back only
+// where the pass writes it. The piece after next of each float16 buffer is fetched ahead.
+template <bool kWritesParam, class G, class Fn>
+void in_half_pieces(const Half* param, const G* grad, std::int64_t n, const Fn& fn) {
+  static_assert(kHalfBlock % kSumLanes == 0);
+  alignas(64) float p[kHalfBlock];
+  alignas(64) float g[std::is_same_v<G, Half> ? kHalfBlock : 1];
+  const auto fetch_ahead = [](const Half* buffer, std::int64_t start) {
+    const std::uintptr_t ahead =
+        reinterpret_cast<std::uintptr_t>(buffer + start) + 2 * kHalfBlock * sizeof(Half);
+    for (std::uintptr_t b = 0; b < kHalfBlock * sizeof(Half); b += 64) {
+      __builtin_prefetch(reinterpret_cast<const void*>(ahead + b));  // cannot fault past the end
+    }
+  };
+  for (std::int64_t start = 0; start < n; start += kHalfBlock) {
+    const std::int64_t len = std::min(kHalfBlock, n - start);
+    fetch_ahead(param, start);
+    widen_halves(param + start, p, len);
+    const float* grad_piece = nullptr;
+    if constexpr (std::is_same_v<G, Half>) {
+      fetch_ahead(grad, start);
+      widen_halves(grad + start, g, len);
+      grad_piece = g;
+    } else if (grad != nullptr) {
+      grad_piece = grad + start;
+    }
+    fn(p, grad_piece, start, len);
+    if constexpr (kWritesParam) narrow_to_halves(p, const_cast<Half*>(param) + start, len);
+  }
+}
+
 template <class Rule, unsigned F, class C>
 void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_rows,
                      std::int64_t rows, double clip_value) {
@@ -418,6 +459,8 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
   using T = opmath_t<P>;
   const auto scalars = cast_rows<Rule, T>(scalar_rows, rows);
   const T clip = static_cast<T>(clip_value);
+  // float16 state is rounded in pass 1 before the direction is taken from it: element by element
+  constexpr bool kHalfPieces = std::is_same_v<P, Half> && std::is_same_v<S, float>;
 
   const std::vector<SumBlock> blocks =
       sum_blocks(segments.size(), [&](std::size_t k) { return segments[k].size; });
@@ -427,11 +470,23 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
   parallel_for_blocks(static_cast<std::int64_t>(blocks.size()), total, [&](std::int64_t b) {
     const SumBlock& block = blocks[b];
     const Segment& seg = segments[block.array];
-    trust_ratio_moments<Rule, F, P, G, S>(
-        static_cast<const P*>(seg.param) + block.begin,
-        static_cast<const G*>(seg.grad) + block.begin,
-        static_cast<S*>(seg.state[0]) + block.begin, static_cast<S*>(seg.state[1]) + block.begin,
-        block.size, &scalars[seg.row], clip, sums[b].data());
+    const P* param = static_cast<const P*>(seg.param) + block.begin;
+    const G* grad = static_cast<const G*>(seg.grad) + block.begin;
+    S* exp_avg = static_cast<S*>(seg.state[0]) + block.begin;
+    S* exp_avg_sq = static_cast<S*>(seg.state[1]) + block.begin;
+    double lanes[2][kSumLanes] = {};
+    if constexpr (kHalfPieces) {
+      in_half_pieces<false>(param, grad, block.size,
+                            [&](float* p, const float* g, std::int64_t start, std::int64_t len) {
+                              trust_ratio_moments<Rule, F, float, float, float>(
+                                  p, g, exp_avg + start, exp_avg_sq + start, len,
+                                  &scalars[seg.row], clip, lanes);
+                            });
+    } else {
+      trust_ratio_moments<Rule, F, P, G, S>(param, grad, exp_avg, exp_avg_sq, block.size,
+                                            &scalars[seg.row], clip, lanes);
+    }
+    sums[b] = {pairwise_sum_fixed<kSumLanes>(lanes[0]), pairwise_sum_fixed<kSumLanes>(lanes[1])};
   });
 
   // per array: the blocks' sums added pairwise, then the ratio (float64, cast once)
@@ -453,10 +508,20 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
 
   for_each_segment_range(segments, [&](std::size_t k, std::int64_t lo, std::int64_t hi) {
     const Segment& seg = segments[k];
-    trust_ratio_apply<Rule, F, P, S>(static_cast<P*>(seg.param) + lo,
-                                     static_cast<const S*>(seg.state[0]) + lo,
-                                     static_cast<const S*>(seg.state[1]) + lo, hi - lo,
-                                     &scalars[seg.row], ratios[k]);
+    P* param = static_cast<P*>(seg.param) + lo;
+    const S* exp_avg = static_cast<const S*>(seg.state[0]) + lo;
+    const S* exp_avg_sq = static_cast<const S*>(seg.state[1]) + lo;
+    if constexpr (kHalfPieces) {
+      in_half_pieces<true>(param, static_cast<const float*>(nullptr), hi - lo,
+                           [&](float* p, const float*, std::int64_t start, std::int64_t len) {
+                             trust_ratio_apply<Rule, F, float, float>(
+                                 p, exp_avg + start, exp_avg_sq + start, len, &scalars[seg.row],
+                                 ratios[k]);
+                           });
+    } else {
+      trust_ratio_apply<Rule, F, P, S>(param, exp_avg, exp_avg_sq, hi - lo, &scalars[seg.row],
+                                       ratios[k]);
+    }
   });
 }
 

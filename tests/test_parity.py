@@ -70,3 +70,37 @@ def test_results_do_not_depend_on_where_arrays_start(case, offsets):
                   ("float64", "float32", "float64")):
         for n in (5, 31, 1000):
             run_parity(backend, case, combo, n)
+
+
+@pytest.mark.skipif("cpu" not in available_backends(), reason="the compiled extension is not built")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("grad_dtype", [np.float16, np.float32])
+def test_float16_lamb_steps_as_float32_lamb_on_the_widened_values(grad_dtype, threads):
+    """LAMB over float16 params with float32 state widens pieces of 512 elements with F16C and
+    runs the float32 passes on them, the trust ratio's sums going on from piece to piece
+    (csrc/kernels.h, in_half_pieces). So each step is, to the bit, the float32 step on the
+    widened params and grads with the same state, rounded back to float16: params and both
+    state buffers compared exactly, 7 steps, sizes across pieces, SIMD tails and threads."""
+    import pyoptim  # noqa: PLC0415
+    from pyoptim import functional  # noqa: PLC0415
+
+    saved = pyoptim.get_num_threads()
+    pyoptim.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(5)
+        for n in (0, 1, 7, 31, 513, 1000, 4099, 3_000_017):
+            p16 = rng.standard_normal(n).astype(np.float16)
+            state16 = [np.zeros(n, np.float32), np.zeros(n, np.float32)]
+            state32 = [np.zeros(n, np.float32), np.zeros(n, np.float32)]
+            for t in range(1, 8):
+                g = rng.standard_normal(n).astype(grad_dtype)
+                p32 = p16.astype(np.float32)
+                hp = dict(step=t, lr=1e-2, weight_decay=0.05)
+                functional.lamb(p16, g, exp_avg=state16[0], exp_avg_sq=state16[1], **hp)
+                functional.lamb(p32, g.astype(np.float32), exp_avg=state32[0],
+                                exp_avg_sq=state32[1], **hp)
+                np.testing.assert_array_equal(p16, p32.astype(np.float16), err_msg=f"{n} {t}")
+                for a, b in zip(state16, state32):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{n} {t}")
+    finally:
+        pyoptim.set_num_threads(saved)
