@@ -218,6 +218,16 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
 // the body reads and writes (a buffer it only writes is not widened).
 inline constexpr std::int64_t kHalfBlock = 512;  // elements: the scratch blocks stay in L1
 
+// Fetches the block of kHalfBlock float16 elements after the next one, from start, into the
+// caches (a prefetch cannot fault past the end of the buffer).
+inline void fetch_half_block_after_next(const Half* buffer, std::int64_t start) {
+  const std::uintptr_t ahead =
+      reinterpret_cast<std::uintptr_t>(buffer + start) + 2 * kHalfBlock * sizeof(Half);
+  for (std::uintptr_t b = 0; b < kHalfBlock * sizeof(Half); b += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(ahead + b));
+  }
+}
+
 template <int K, class G, class S, class Body>
 void in_float_blocks(Half* param, const G* grad, S* const* state, std::int64_t n,
                      const std::array<bool, kMaxStates>& read,
@@ -232,20 +242,13 @@ void in_float_blocks(Half* param, const G* grad, S* const* state, std::int64_t n
   // of update_range reads all of them at once: the block after next of each is fetched ahead,
   // so that its DRAM latency overlaps the work on this one. (A float buffer is read by the float
   // loop as update_range reads it.)
-  const auto fetch_ahead = [&](const auto* buffer, std::int64_t start) {
-    const std::uintptr_t ahead =
-        reinterpret_cast<std::uintptr_t>(buffer + start) + 2 * kHalfBlock * sizeof(*buffer);
-    for (std::uintptr_t b = 0; b < kHalfBlock * sizeof(*buffer); b += 64) {
-      __builtin_prefetch(reinterpret_cast<const void*>(ahead + b));  // cannot fault past the end
-    }
-  };
   for (std::int64_t start = 0; start < n; start += kHalfBlock) {
     const std::int64_t len = std::min(kHalfBlock, n - start);
-    fetch_ahead(param, start);
-    if constexpr (kHalfGrad) fetch_ahead(grad, start);
+    fetch_half_block_after_next(param, start);
+    if constexpr (kHalfGrad) fetch_half_block_after_next(grad, start);
     if constexpr (kHalfState) {
       for (int k = 0; k < K; ++k) {
-        if (state[k] != nullptr && read[k]) fetch_ahead(state[k], start);
+        if (state[k] != nullptr && read[k]) fetch_half_block_after_next(state[k], start);
       }
     }
     widen_halves(param + start, p, len);
@@ -426,20 +429,13 @@ void in_half_pieces(const Half* param, const G* grad, std::int64_t n, const Fn& 
   static_assert(kHalfBlock % kSumLanes == 0);
   alignas(64) float p[kHalfBlock];
   alignas(64) float g[std::is_same_v<G, Half> ? kHalfBlock : 1];
-  const auto fetch_ahead = [](const Half* buffer, std::int64_t start) {
-    const std::uintptr_t ahead =
-        reinterpret_cast<std::uintptr_t>(buffer + start) + 2 * kHalfBlock * sizeof(Half);
-    for (std::uintptr_t b = 0; b < kHalfBlock * sizeof(Half); b += 64) {
-      __builtin_prefetch(reinterpret_cast<const void*>(ahead + b));  // cannot fault past the end
-    }
-  };
   for (std::int64_t start = 0; start < n; start += kHalfBlock) {
     const std::int64_t len = std::min(kHalfBlock, n - start);
-    fetch_ahead(param, start);
+    fetch_half_block_after_next(param, start);
     widen_halves(param + start, p, len);
     const float* grad_piece = nullptr;
     if constexpr (std::is_same_v<G, Half>) {
-      fetch_ahead(grad, start);
+      fetch_half_block_after_next(grad, start);
       widen_halves(grad + start, g, len);
       grad_piece = g;
     } else if (grad != nullptr) {
