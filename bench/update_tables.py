@@ -43,7 +43,7 @@ def provenance(data: dict) -> str:
     return (f"Measured with `{data['config']['command']}` on {m['cpu']} ({m['usable_cores']} "
             f"cores, SIMD {m['simd_target']}), torch {m['torch']}, pyoptim {m['pyoptim']} "
             f"({m['git_commit']}), {m['date'][:10]}; load average at start "
-            f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}."
+            f"{_report.load_average(m)}."
             + (" " + _report.resumed_line(m, data["cells"]) if m.get("earlier_runs") else ""))
 
 

@@ -367,6 +367,11 @@ def write_json(path: Path, machine: dict, config: dict, cells: list[dict]) -> No
     tmp.replace(path)
 
 
+def load_average(machine: dict) -> str:
+    """The load average at the start of a run, as '1.2, 0.8, 0.5'."""
+    return ", ".join(f"{x:.1f}" for x in machine["load_average_at_start"] or [])
+
+
 def resumed_line(machine: dict, cells: list[dict]) -> str:
     """Where the cells of a resumed run (--resume) were measured: how many in each run."""
     counts: dict = {}
@@ -376,8 +381,7 @@ def resumed_line(machine: dict, cells: list[dict]) -> str:
         counts[key] = counts.get(key, 0) + 1
     return ("Resumed (`--resume`) from " + "; ".join(
         f"a run started {m['date'][:16]} at {m['git_commit']} (load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])})"
-        for m in machine["earlier_runs"])
+        f"{load_average(m)})" for m in machine["earlier_runs"])
         + ". Cells by the commit and day they were measured on: "
         + ", ".join(f"{n} at {commit} on {day}" for (commit, day), n in counts.items()) + ".")
 
