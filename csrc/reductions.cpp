@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
+#include <algorithm>
 
 #include "arguments.h"
 #include "module.h"
@@ -16,11 +18,12 @@ namespace py = pybind11;
 namespace pyoptim {
 namespace {
 
-// The sum of squares of x[0..n), n <= kSumBlock. The lanes are an array in the source, so any
-// vectorization of the inner loop computes exactly these partial sums.
-template <class G>
-PYOPTIM_CLONES double block_sum_of_squares(const G* __restrict x, std::int64_t n) {
-  double lanes[kSumLanes] = {};
+// Adds the squares of x[0..n) to the lanes, x[i] to lane i % kSumLanes. The lanes are an array
+// in the source, so any vectorization of the inner loop computes exactly these partial sums.
+template <class X>
+PYOPTIM_CLONES void add_squares(const X* __restrict x, std::int64_t n, double (&sums)[kSumLanes]) {
+  double lanes[kSumLanes];
+  for (int j = 0; j < kSumLanes; ++j) lanes[j] = sums[j];
   std::int64_t i = 0;
   for (; i + kSumLanes <= n; i += kSumLanes) {
     for (int j = 0; j < kSumLanes; ++j) {
@@ -31,6 +34,29 @@ PYOPTIM_CLONES double block_sum_of_squares(const G* __restrict x, std::int64_t n
   for (int j = 0; i + j < n; ++j) {
     const double v = load<double>(x[i + j]);
     lanes[j] += v * v;
+  }
+  for (int j = 0; j < kSumLanes; ++j) sums[j] = lanes[j];
+}
+
+// float16 is widened a piece at a time with F16C (widen_halves; GCC does not vectorize the
+// conversion element by element); a piece is a multiple of the lanes, so the lanes go on from
+// piece to piece and the sum is the same bits.
+inline constexpr std::int64_t kHalfPiece = 512;
+static_assert(kHalfPiece % kSumLanes == 0);
+
+// The sum of squares of x[0..n), n <= kSumBlock.
+template <class G>
+double block_sum_of_squares(const G* x, std::int64_t n) {
+  double lanes[kSumLanes] = {};
+  if constexpr (std::is_same_v<G, Half>) {
+    alignas(64) float piece[kHalfPiece];
+    for (std::int64_t start = 0; start < n; start += kHalfPiece) {
+      const std::int64_t len = std::min(kHalfPiece, n - start);
+      widen_halves(x + start, piece, len);
+      add_squares(piece, len, lanes);
+    }
+  } else {
+    add_squares(x, n, lanes);
   }
   return pairwise_sum_fixed<kSumLanes>(lanes);
 }
