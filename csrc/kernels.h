@@ -207,17 +207,6 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
   }
 }
 
-// float16 params: the loop runs on float blocks. Their elements (and a float16 grad's and state
-// buffers') are widened a block at a time into float scratch, body(param, grad, state, len)
-// updates the block, and what it wrote is rounded back. GCC does not vectorize float16
-// conversions, so inside update_range they take the integer routines of storage.h; a block at
-// a time they take the CPU's F16C instructions (widen_halves, narrow_to_halves). Adam with
-// float16 params ran 1.2-1.3x slower than with bfloat16 params element by element, and now as
-// fast (bench/README.md, "float16 conversions"). The float loop computes what update_range computes
-// on the widened values, so the results are the same bits. read / written: which state buffers
-// the body reads and writes (a buffer it only writes is not widened).
-inline constexpr std::int64_t kHalfBlock = 512;  // elements: the scratch blocks stay in L1
-
 // Fetches the block of kHalfBlock float16 elements after the next one, from start, into the
 // caches (a prefetch cannot fault past the end of the buffer).
 inline void fetch_half_block_after_next(const Half* buffer, std::int64_t start) {
@@ -228,6 +217,15 @@ inline void fetch_half_block_after_next(const Half* buffer, std::int64_t start) 
   }
 }
 
+// float16 params: the loop runs on float blocks. Their elements (and a float16 grad's and state
+// buffers') are widened a block at a time into float scratch, body(param, grad, state, len)
+// updates the block, and what it wrote is rounded back. GCC does not vectorize float16
+// conversions, so inside update_range they take the integer routines of storage.h; a block at
+// a time they take the CPU's F16C instructions (widen_halves, narrow_to_halves). Adam with
+// float16 params ran 1.2-1.3x slower than with bfloat16 params element by element, and now as
+// fast (bench/README.md, "float16 conversions"). The float loop computes what update_range computes
+// on the widened values, so the results are the same bits. read / written: which state buffers
+// the body reads and writes (a buffer it only writes is not widened).
 template <int K, class G, class S, class Body>
 void in_float_blocks(Half* param, const G* grad, S* const* state, std::int64_t n,
                      const std::array<bool, kMaxStates>& read,

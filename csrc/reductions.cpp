@@ -41,17 +41,16 @@ PYOPTIM_CLONES void add_squares(const X* __restrict x, std::int64_t n, double (&
 // float16 is widened a piece at a time with F16C (widen_halves; GCC does not vectorize the
 // conversion element by element); a piece is a multiple of the lanes, so the lanes go on from
 // piece to piece and the sum is the same bits.
-inline constexpr std::int64_t kHalfPiece = 512;
-static_assert(kHalfPiece % kSumLanes == 0);
+static_assert(kHalfBlock % kSumLanes == 0);
 
 // The sum of squares of x[0..n), n <= kSumBlock.
 template <class G>
 double block_sum_of_squares(const G* x, std::int64_t n) {
   double lanes[kSumLanes] = {};
   if constexpr (std::is_same_v<G, Half>) {
-    alignas(64) float piece[kHalfPiece];
-    for (std::int64_t start = 0; start < n; start += kHalfPiece) {
-      const std::int64_t len = std::min(kHalfPiece, n - start);
+    alignas(64) float piece[kHalfBlock];
+    for (std::int64_t start = 0; start < n; start += kHalfBlock) {
+      const std::int64_t len = std::min(kHalfBlock, n - start);
       widen_halves(x + start, piece, len);
       add_squares(piece, len, lanes);
     }

@@ -116,6 +116,8 @@ PYOPTIM_INLINE S store(T x) {
 // n float16 values widened to float, and n floats rounded to float16, as half_to_float and
 // float_to_half do one at a time, with the CPU's F16C instructions where it has them
 // (csrc/halves.cpp). The update loops take these for float16 params, a block at a time.
+// Loops convert kHalfBlock elements at a time (their float scratch stays in L1).
+inline constexpr std::int64_t kHalfBlock = 512;
 void widen_halves(const Half* in, float* out, std::int64_t n);
 void narrow_to_halves(const float* in, Half* out, std::int64_t n);
 // Whether those use F16C on this CPU.
