@@ -7,7 +7,8 @@ Build the other one from another commit, e.g.
     git archive <commit> | tar -x -C /tmp/other && pip wheel --no-build-isolation --no-deps \\
         -w /tmp/other/dist /tmp/other && python -m zipfile -e /tmp/other/dist/*.whl /tmp/other/x
 Both builds are first checked to compute the same bits. Reported: median ns per element of each
-and the ratio this/other (above 1: this build is slower).
+and the ratio this/other (above 1: this build is slower), for optimizer steps and for the global
+sum of squares (max_grad_norm's reduction).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ CASES = [  # (label, optimizer, hyperparameters, param dtype)
     ("lamb fp32", "lamb", {}, np.float32),
     ("lamb fp16 (fp32 state)", "lamb", {}, np.float16),
 ]
+SUM_OF_SQUARES_DTYPES = (np.float32, np.float16)  # max_grad_norm's reduction over one array
 
 
 def _load(path):
@@ -48,6 +50,39 @@ def _stepper(name, given, n, dtype, rng):
     slots = [[s] if s is not None else None for s in states]
     flags, scalars = opt.flag_mask(hp, 5), opt.scalars(hp, 5)
     return p, states, lambda core: core.step(opt.kernel, flags, [p], [g], slots, scalars)
+
+
+def _time(cores, label, call, n, repeats):
+    """call(core) on both builds interleaved, 3 untimed rounds first; prints ns per element."""
+    times = {k: [] for k in cores}
+    for r in range(repeats + 3):
+        for key, core in cores.items():
+            start = time.perf_counter()
+            call(core)
+            if r >= 3:
+                times[key].append((time.perf_counter() - start) / n * 1e9)
+    this, other = (statistics.median(times[k]) for k in ("this", "other"))
+    print(f"{label:24s} 2^{n.bit_length() - 1}: other {other:.3f} ns, this {this:.3f} ns, "
+          f"this/other {this / other:.3f}")
+
+
+def _check_sum_of_squares(cores, dtype):
+    """Both builds' global sum of squares (max_grad_norm's reduction) to the bit: sizes across
+    the float16 pieces, the SIMD tails and the blocks, 1 and 2 threads, an infinity."""
+    rng = np.random.default_rng(2)
+    cases = [[(rng.standard_normal(n) * 100).astype(dtype), rng.standard_normal(7).astype(dtype)]
+             for n in (0, 1, 7, 31, 513, 1000, 4099, 3_000_017)]
+    cases.append([rng.standard_normal(10000).astype(dtype)])
+    cases[-1][0][5000] = np.inf
+    for threads in (1, 2):
+        for core in cores.values():
+            core.set_num_threads(threads)
+        for arrays in cases:
+            this, other = (core.sum_of_squares(arrays) for core in cores.values())
+            if repr(this) != repr(other):
+                raise SystemExit(f"sum of squares {np.dtype(dtype).name}: the two builds differ")
+    for core in cores.values():
+        core.set_num_threads(1)
 
 
 def main():
@@ -72,16 +107,13 @@ def main():
                 raise SystemExit(f"{label}: the two builds compute different bits")
         for n in (1 << 20, 1 << 24):
             _, _, step = _stepper(name, given, n, dtype, rng)
-            times = {k: [] for k in cores}
-            for r in range(args.repeats + 3):
-                for key, core in cores.items():
-                    start = time.perf_counter()
-                    step(core)
-                    if r >= 3:
-                        times[key].append((time.perf_counter() - start) / n * 1e9)
-            this, other = (statistics.median(times[k]) for k in ("this", "other"))
-            print(f"{label:24s} 2^{n.bit_length() - 1}: other {other:.3f} ns, this {this:.3f} ns, "
-                  f"this/other {this / other:.3f}")
+            _time(cores, label, step, n, args.repeats)
+    for dtype in SUM_OF_SQUARES_DTYPES:
+        _check_sum_of_squares(cores, dtype)
+        for n in (1 << 20, 1 << 24):
+            x = rng.standard_normal(n).astype(dtype)
+            _time(cores, f"sum of squares {np.dtype(dtype).name}",
+                  lambda core, x=x: core.sum_of_squares([x]), n, args.repeats)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <type_traits>
-#include <algorithm>
 
 #include "arguments.h"
 #include "module.h"

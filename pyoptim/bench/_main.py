@@ -162,9 +162,10 @@ def earlier_cells(path: Path, config: dict, plan: list[tuple[Cell, tuple]]) -> t
                          f"{', '.join(differing)}; give the same options, or another --out")
     peers_before = {c["cell"]: c["peers"] for c in before["cells"]}
     measured_in = dict(git_commit=data["machine"]["git_commit"], date=data["machine"]["date"])
+    saved = {r["label"]: r for r in data["cells"]}
     kept = {}
     for cell, peers in plan:
-        record = next((r for r in data["cells"] if r["label"] == cell.label), None)
+        record = saved.get(cell.label)
         if record is not None and peers_before.get(cell.label) == list(peers):
             record.setdefault("measured_in", measured_in)
             kept[cell.label] = record
