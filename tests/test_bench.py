@@ -13,7 +13,7 @@ import pytest
 
 import pyoptim
 from pyoptim import _cpu, bench, cli
-from pyoptim.bench import _cells, _contestants, _main, _report
+from pyoptim.bench import _cells, _contestants, _main, _report, _runner
 from pyoptim.bench._cells import VARIANTS, Cell, DTypes, Shape, bytes_per_element, master_data
 from pyoptim.bench._runner import validate
 
@@ -136,6 +136,27 @@ def test_validation_passes_pyoptim_exactly_and_fails_a_broken_contestant(variant
     assert checks["pyoptim"].ok and checks["pyoptim"].exact
     assert not checks["broken"].ok
     assert "tolerance" in checks["broken"].message
+
+
+@needs_core
+@pytest.mark.parametrize("dtypes", ["fp32", "fp16/fp16/fp16"])
+def test_lamb_is_validated_against_the_reference_over_each_whole_array(dtypes, monkeypatch):
+    """LAMB's trust ratio takes norms over each whole param array, so the validation runs the
+    reference on all of an array, not a chunk at a time as for the elementwise optimizers
+    (chunked, each chunk got its own ratio: pyoptim's exact step failed LAMB fp16/fp16/fp16 at
+    2^24). Chunks of 1000 here, on arrays of 4099."""
+    monkeypatch.setattr(_runner, "CHUNK", 1000)
+    for shape in ("4099", "2x4099"):
+        cell = Cell(VARIANTS["lamb"], DTypes.parse(dtypes), Shape.parse(shape), 1)
+        master = master_data(cell.shape, seed=3)
+        (check,) = validate(cell, master, [_contestants.Pyoptim(cell, master, "cpu")],
+                            steps=3).values()
+        assert check.ok and check.exact, check.message
+    adam = Cell(VARIANTS["adam"], DTypes.parse(dtypes), Shape.parse("4099"), 1)
+    master = master_data(adam.shape, seed=3)
+    (check,) = validate(adam, master, [_contestants.Pyoptim(adam, master, "cpu")],
+                        steps=3).values()
+    assert check.ok and check.exact, check.message
 
 
 @needs_core

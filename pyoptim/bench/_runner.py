@@ -38,7 +38,9 @@ from ._contestants import PYOPTIM, ROOFLINE, Contestant
 # operation rounds, and it fuses operations differently from the reference (addcmul, addcdiv).
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 4e-3, "bfloat16": 3e-2}
 SIXTEEN_BIT_COMPUTE = 4
-CHUNK = 1 << 20  # elements the reference runs at a time during the validation
+# elements the reference runs at a time during the validation, for an elementwise optimizer (a
+# two-pass one, LAMB, takes norms over each whole array: the reference runs on all of it)
+CHUNK = 1 << 20
 
 
 @dataclass
@@ -99,14 +101,16 @@ def validate(cell: Cell, master: tuple, contestants: list, steps: int) -> dict:
     where = {c.name: "" for c in contestants}
     fn = getattr(reference, cell.variant.optimizer)
     options = cell.variant.options
+    elementwise = cell.variant.spec.elementwise
     groups: dict[tuple, list[Contestant]] = {}
     for c in contestants:
         groups.setdefault((c.dtypes, c.compute_dtype), []).append(c)
     for (dtypes, compute), group in groups.items():
         compute_dtype = None if compute is None else numpy_dtype(compute)
         for i, (p0, g0) in enumerate(zip(params, grads)):
-            for lo in range(0, p0.size, CHUNK):
-                hi = min(p0.size, lo + CHUNK)
+            chunk = CHUNK if elementwise else max(p0.size, 1)
+            for lo in range(0, p0.size, chunk):
+                hi = min(p0.size, lo + chunk)
                 p = p0[lo:hi].astype(numpy_dtype(dtypes.param))
                 g = g0[lo:hi].astype(numpy_dtype(dtypes.grad))
                 states = {name: np.full(hi - lo, cell.variant.initial_value(name),
