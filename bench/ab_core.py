@@ -23,12 +23,14 @@ import numpy as np
 
 from pyoptim import _cpu, _spec
 
-CASES = [  # (label, optimizer, hyperparameters, param dtype)
-    ("adam fp32", "adam", {}, np.float32),
-    ("adam bf16 (fp32 state)", "adam", {}, ml_dtypes.bfloat16),
-    ("sgd momentum fp32", "sgd", {"momentum": 0.9}, np.float32),
-    ("lamb fp32", "lamb", {}, np.float32),
-    ("lamb fp16 (fp32 state)", "lamb", {}, np.float16),
+F32 = np.float32
+CASES = [  # (label, optimizer, hyperparameters, param dtype, state dtype)
+    ("adam fp32", "adam", {}, F32, F32),
+    ("adam bf16 (fp32 state)", "adam", {}, ml_dtypes.bfloat16, F32),
+    ("sgd momentum fp32", "sgd", {"momentum": 0.9}, F32, F32),
+    ("lamb fp32", "lamb", {}, F32, F32),
+    ("lamb fp16 (fp32 state)", "lamb", {}, np.float16, F32),
+    ("lamb fp16/fp16/fp16", "lamb", {}, np.float16, np.float16),
 ]
 SUM_OF_SQUARES_DTYPES = (np.float32, np.float16)  # max_grad_norm's reduction over one array
 
@@ -40,12 +42,12 @@ def _load(path):
     return module
 
 
-def _stepper(name, given, n, dtype, rng):
+def _stepper(name, given, n, dtype, state_dtype, rng):
     opt = _spec.OPTIMIZERS[name]
     hp = opt.hyperparameters(given)
     p = rng.standard_normal(n).astype(dtype)
     g = (rng.standard_normal(n) * 0.01).astype(dtype)
-    states = [np.zeros(n, np.float32) if s in opt.needed_states(hp) else None
+    states = [np.zeros(n, state_dtype) if s in opt.needed_states(hp) else None
               for s in opt.states]
     slots = [[s] if s is not None else None for s in states]
     flags, scalars = opt.flag_mask(hp, 5), opt.scalars(hp, 5)
@@ -94,11 +96,12 @@ def main():
     for core in cores.values():
         core.set_num_threads(1)
     rng = np.random.default_rng(0)
-    for label, name, given, dtype in CASES:
+    for label, name, given, dtype, state_dtype in CASES:
         # same bits from both builds
         results = []
         for core in cores.values():
-            p, states, step = _stepper(name, given, 4099, dtype, np.random.default_rng(1))
+            p, states, step = _stepper(name, given, 4099, dtype, state_dtype,
+                                       np.random.default_rng(1))
             for _ in range(3):
                 step(core)
             results.append([p.copy()] + [s.copy() for s in states if s is not None])
@@ -106,7 +109,7 @@ def main():
             if not np.array_equal(a.view(np.uint8), b.view(np.uint8)):
                 raise SystemExit(f"{label}: the two builds compute different bits")
         for n in (1 << 20, 1 << 24):
-            _, _, step = _stepper(name, given, n, dtype, rng)
+            _, _, step = _stepper(name, given, n, dtype, state_dtype, rng)
             _time(cores, label, step, n, args.repeats)
     for dtype in SUM_OF_SQUARES_DTYPES:
         _check_sum_of_squares(cores, dtype)

@@ -363,8 +363,12 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
 // applies Rule::apply(p, u, ratio). Traffic: pass 1 reads p, g and the state and writes the
 // state; pass 2 reads p and the state and writes p. Element i of a block adds to lane
 // i % kSumLanes, so a block may be run in pieces whose lengths are multiples of kSumLanes, the
-// lanes going on from piece to piece: float16 params with float32 state are (in_half_pieces).
-template <class Rule, unsigned F, class P, class G, class S>
+// lanes going on from piece to piece: float16 params are (in_half_pieces). Part: all of pass 1,
+// or one of its parts, the moments (updated and stored) or the sums of the direction taken from
+// them as stored; float16 state is rounded between the two (run_trust_ratio).
+enum class Pass1 { kAll, kMoments, kSums };
+
+template <class Rule, unsigned F, Pass1 Part, class P, class G, class S>
 PYOPTIM_CLONES void trust_ratio_moments(const P* __restrict param, const G* __restrict grad,
                                         S* __restrict exp_avg, S* __restrict exp_avg_sq,
                                         std::int64_t n,
@@ -379,16 +383,20 @@ PYOPTIM_CLONES void trust_ratio_moments(const P* __restrict param, const G* __re
     lanes_update[j] = lanes[1][j];
   }
   const auto element = [&](std::int64_t i, int lane) __attribute__((always_inline)) {
-    const T p = load<T>(param[i]);
     T m = load<T>(exp_avg[i]);
     T v = load<T>(exp_avg_sq[i]);
-    Rule::template moments<F>(scaled_gradient(load<T>(grad[i]), s.grad_factor, clip), m, v, s);
-    exp_avg[i] = store<S>(m);
-    exp_avg_sq[i] = store<S>(v);
-    // the direction from the moments as stored (rounded to S), as pass 2 sees them
-    const T u = Rule::template direction<F>(p, load<T>(store<S>(m)), load<T>(store<S>(v)), s);
-    lanes_param[lane] += static_cast<double>(p) * static_cast<double>(p);
-    lanes_update[lane] += static_cast<double>(u) * static_cast<double>(u);
+    if constexpr (Part != Pass1::kSums) {
+      Rule::template moments<F>(scaled_gradient(load<T>(grad[i]), s.grad_factor, clip), m, v, s);
+      exp_avg[i] = store<S>(m);
+      exp_avg_sq[i] = store<S>(v);
+    }
+    if constexpr (Part != Pass1::kMoments) {
+      // the direction from the moments as stored (rounded to S), as pass 2 sees them
+      const T p = load<T>(param[i]);
+      const T u = Rule::template direction<F>(p, load<T>(store<S>(m)), load<T>(store<S>(v)), s);
+      lanes_param[lane] += static_cast<double>(p) * static_cast<double>(p);
+      lanes_update[lane] += static_cast<double>(u) * static_cast<double>(u);
+    }
   };
   std::int64_t i = 0;
   for (; i + kSumLanes <= n; i += kSumLanes) {
@@ -418,29 +426,48 @@ PYOPTIM_CLONES void trust_ratio_apply(P* __restrict param, const S* __restrict e
   }
 }
 
-// float16 params (and grads) with float32 state, for the two passes: fn(p, g, start, len) over
-// pieces of kHalfBlock elements widened into L1 scratch with F16C, as in_float_blocks does for
-// the one-pass optimizers (the same values, so the same bits); the param is rounded back only
-// where the pass writes it. The piece after next of each float16 buffer is fetched ahead.
-template <bool kWritesParam, class G, class Fn>
-void in_half_pieces(const Half* param, const G* grad, std::int64_t n, const Fn& fn) {
+// float16 params, for the two passes: fn(p, g, m, v, len) over pieces of kHalfBlock elements,
+// each float16 buffer (the param, a float16 grad, float16 state) widened into L1 scratch with
+// F16C, as in_float_blocks does for the one-pass optimizers (the same values, so the same bits),
+// a float32 grad or state passed at its place in memory. What the pass writes is rounded back:
+// the state in pass 1 (kApply false: p, g, m, v read), the param in pass 2 (kApply: p, m, v
+// read, grad nullptr). The piece after next of each float16 buffer is fetched ahead.
+template <bool kApply, class G, class S, class Fn>
+void in_half_pieces(const Half* param, const G* grad, S* exp_avg, S* exp_avg_sq, std::int64_t n,
+                    const Fn& fn) {
   static_assert(kHalfBlock % kSumLanes == 0);
+  constexpr bool kHalfGrad = std::is_same_v<G, Half>;
+  constexpr bool kHalfState = std::is_same_v<std::remove_const_t<S>, Half>;
   alignas(64) float p[kHalfBlock];
-  alignas(64) float g[std::is_same_v<G, Half> ? kHalfBlock : 1];
+  alignas(64) float g[kHalfGrad ? kHalfBlock : 1];
+  alignas(64) float m[kHalfState ? kHalfBlock : 1];
+  alignas(64) float v[kHalfState ? kHalfBlock : 1];
   for (std::int64_t start = 0; start < n; start += kHalfBlock) {
     const std::int64_t len = std::min(kHalfBlock, n - start);
     fetch_half_block_after_next(param, start);
     widen_halves(param + start, p, len);
     const float* grad_piece = nullptr;
-    if constexpr (std::is_same_v<G, Half>) {
+    if constexpr (kHalfGrad) {
       fetch_half_block_after_next(grad, start);
       widen_halves(grad + start, g, len);
       grad_piece = g;
     } else if (grad != nullptr) {
       grad_piece = grad + start;
     }
-    fn(p, grad_piece, start, len);
-    if constexpr (kWritesParam) narrow_to_halves(p, const_cast<Half*>(param) + start, len);
+    if constexpr (kHalfState) {
+      fetch_half_block_after_next(exp_avg, start);
+      fetch_half_block_after_next(exp_avg_sq, start);
+      widen_halves(exp_avg + start, m, len);
+      widen_halves(exp_avg_sq + start, v, len);
+      fn(p, grad_piece, m, v, len);
+      if constexpr (!kApply) {
+        narrow_to_halves(m, exp_avg + start, len);
+        narrow_to_halves(v, exp_avg_sq + start, len);
+      }
+    } else {
+      fn(p, grad_piece, exp_avg + start, exp_avg_sq + start, len);
+    }
+    if constexpr (kApply) narrow_to_halves(p, const_cast<Half*>(param) + start, len);
   }
 }
 
@@ -453,8 +480,7 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
   using T = opmath_t<P>;
   const auto scalars = cast_rows<Rule, T>(scalar_rows, rows);
   const T clip = static_cast<T>(clip_value);
-  // float16 state is rounded in pass 1 before the direction is taken from it: element by element
-  constexpr bool kHalfPieces = std::is_same_v<P, Half> && std::is_same_v<S, float>;
+  constexpr bool kHalfPieces = std::is_same_v<P, Half>;
 
   const std::vector<SumBlock> blocks =
       sum_blocks(segments.size(), [&](std::size_t k) { return segments[k].size; });
@@ -470,15 +496,29 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
     S* exp_avg_sq = static_cast<S*>(seg.state[1]) + block.begin;
     double lanes[2][kSumLanes] = {};
     if constexpr (kHalfPieces) {
-      in_half_pieces<false>(param, grad, block.size,
-                            [&](float* p, const float* g, std::int64_t start, std::int64_t len) {
-                              trust_ratio_moments<Rule, F, float, float, float>(
-                                  p, g, exp_avg + start, exp_avg_sq + start, len,
-                                  &scalars[seg.row], clip, lanes);
-                            });
+      in_half_pieces<false>(
+          param, grad, exp_avg, exp_avg_sq, block.size,
+          [&](float* p, const float* g, float* m, float* v, std::int64_t len) {
+            const auto part = [&]<Pass1 Part>() {
+              trust_ratio_moments<Rule, F, Part, float, float, float>(p, g, m, v, len,
+                                                                      &scalars[seg.row], clip,
+                                                                      lanes);
+            };
+            if constexpr (std::is_same_v<S, Half>) {
+              // the direction from the moments as stored: rounded to float16 in between, with
+              // F16C (rounded inside the loop, by the integer routines: 4x the time)
+              part.template operator()<Pass1::kMoments>();
+              round_through_halves(m, len);
+              round_through_halves(v, len);
+              part.template operator()<Pass1::kSums>();
+            } else {
+              part.template operator()<Pass1::kAll>();
+            }
+          });
     } else {
-      trust_ratio_moments<Rule, F, P, G, S>(param, grad, exp_avg, exp_avg_sq, block.size,
-                                            &scalars[seg.row], clip, lanes);
+      trust_ratio_moments<Rule, F, Pass1::kAll, P, G, S>(param, grad, exp_avg, exp_avg_sq,
+                                                         block.size, &scalars[seg.row], clip,
+                                                         lanes);
     }
     sums[b] = {pairwise_sum_fixed<kSumLanes>(lanes[0]), pairwise_sum_fixed<kSumLanes>(lanes[1])};
   });
@@ -506,11 +546,11 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
     const S* exp_avg = static_cast<const S*>(seg.state[0]) + lo;
     const S* exp_avg_sq = static_cast<const S*>(seg.state[1]) + lo;
     if constexpr (kHalfPieces) {
-      in_half_pieces<true>(param, static_cast<const float*>(nullptr), hi - lo,
-                           [&](float* p, const float*, std::int64_t start, std::int64_t len) {
-                             trust_ratio_apply<Rule, F, float, float>(
-                                 p, exp_avg + start, exp_avg_sq + start, len, &scalars[seg.row],
-                                 ratios[k]);
+      in_half_pieces<true>(param, static_cast<const float*>(nullptr), exp_avg, exp_avg_sq, hi - lo,
+                           [&](float* p, const float*, const float* m, const float* v,
+                               std::int64_t len) {
+                             trust_ratio_apply<Rule, F, float, float>(p, m, v, len,
+                                                                      &scalars[seg.row], ratios[k]);
                            });
     } else {
       trust_ratio_apply<Rule, F, P, S>(param, exp_avg, exp_avg_sq, hi - lo, &scalars[seg.row],
