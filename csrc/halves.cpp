@@ -4,7 +4,6 @@
 // instructions where it has them (every x86-64-v3 CPU), picked once, when first used. Both give
 // the same bits: the hardware rounds to nearest even as the routines do (tests/test_build.py
 // checks every float16 and the rounding cases against NumPy, both ways).
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -111,15 +110,6 @@ void widen_halves(const Half* in, float* out, std::int64_t n) { converters().wid
 
 void narrow_to_halves(const float* in, Half* out, std::int64_t n) {
   converters().narrow(in, out, n);
-}
-
-void round_through_halves(float* x, std::int64_t n) {
-  Half halves[kHalfBlock];
-  for (std::int64_t start = 0; start < n; start += kHalfBlock) {
-    const std::int64_t len = std::min(kHalfBlock, n - start);
-    narrow_to_halves(x + start, halves, len);
-    widen_halves(halves, x + start, len);
-  }
 }
 
 bool halves_use_f16c() { return converters().f16c; }

@@ -426,12 +426,14 @@ PYOPTIM_CLONES void trust_ratio_apply(P* __restrict param, const S* __restrict e
   }
 }
 
-// float16 params, for the two passes: fn(p, g, m, v, len) over pieces of kHalfBlock elements,
-// each float16 buffer (the param, a float16 grad, float16 state) widened into L1 scratch with
-// F16C, as in_float_blocks does for the one-pass optimizers (the same values, so the same bits),
-// a float32 grad or state passed at its place in memory. What the pass writes is rounded back:
-// the state in pass 1 (kApply false: p, g, m, v read), the param in pass 2 (kApply: p, m, v
-// read, grad nullptr). The piece after next of each float16 buffer is fetched ahead.
+// float16 params, for the two passes, over pieces of kHalfBlock elements: each float16 buffer (the
+// param, a float16 grad, float16 state) widened into L1 scratch with F16C, as in_float_blocks
+// does for the one-pass optimizers (the same values, so the same bits), a float32 grad or state
+// passed at its place in memory. Pass 2 (kApply; grad nullptr): fn(p, g, m, v, len), then the
+// param is rounded back. Pass 1: fn(p, g, m, v, len, stored), where stored() writes the piece's
+// float16 state back, rounded, and reads it again, so that m and v then hold the state as stored
+// (a float32 state is in memory already: nothing to do); fn calls it once it has updated them.
+// The piece after next of each float16 buffer is fetched ahead.
 template <bool kApply, class G, class S, class Fn>
 void in_half_pieces(const Half* param, const G* grad, S* exp_avg, S* exp_avg_sq, std::int64_t n,
                     const Fn& fn) {
@@ -454,20 +456,32 @@ void in_half_pieces(const Half* param, const G* grad, S* exp_avg, S* exp_avg_sq,
     } else if (grad != nullptr) {
       grad_piece = grad + start;
     }
-    if constexpr (kHalfState) {
-      fetch_half_block_after_next(exp_avg, start);
-      fetch_half_block_after_next(exp_avg_sq, start);
-      widen_halves(exp_avg + start, m, len);
-      widen_halves(exp_avg_sq + start, v, len);
-      fn(p, grad_piece, m, v, len);
-      if constexpr (!kApply) {
-        narrow_to_halves(m, exp_avg + start, len);
-        narrow_to_halves(v, exp_avg_sq + start, len);
+    const auto state_pieces = [&]() {
+      if constexpr (kHalfState) {
+        fetch_half_block_after_next(exp_avg, start);
+        fetch_half_block_after_next(exp_avg_sq, start);
+        widen_halves(exp_avg + start, m, len);
+        widen_halves(exp_avg_sq + start, v, len);
+        return std::pair{m, v};
+      } else {
+        return std::pair{exp_avg + start, exp_avg_sq + start};
       }
+    };
+    const auto [m_piece, v_piece] = state_pieces();
+    if constexpr (kApply) {
+      fn(p, grad_piece, m_piece, v_piece, len);
+      narrow_to_halves(p, const_cast<Half*>(param) + start, len);
     } else {
-      fn(p, grad_piece, exp_avg + start, exp_avg_sq + start, len);
+      const auto stored = [&]() {
+        if constexpr (kHalfState) {
+          narrow_to_halves(m, exp_avg + start, len);
+          narrow_to_halves(v, exp_avg_sq + start, len);
+          widen_halves(exp_avg + start, m, len);
+          widen_halves(exp_avg_sq + start, v, len);
+        }
+      };
+      fn(p, grad_piece, m_piece, v_piece, len, stored);
     }
-    if constexpr (kApply) narrow_to_halves(p, const_cast<Half*>(param) + start, len);
   }
 }
 
@@ -498,21 +512,21 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
     if constexpr (kHalfPieces) {
       in_half_pieces<false>(
           param, grad, exp_avg, exp_avg_sq, block.size,
-          [&](float* p, const float* g, float* m, float* v, std::int64_t len) {
+          [&](float* p, const float* g, float* m, float* v, std::int64_t len,
+              const auto& stored) {
             const auto part = [&]<Pass1 Part>() {
               trust_ratio_moments<Rule, F, Part, float, float, float>(p, g, m, v, len,
                                                                       &scalars[seg.row], clip,
                                                                       lanes);
             };
             if constexpr (std::is_same_v<S, Half>) {
-              // the direction from the moments as stored: rounded to float16 in between, with
-              // F16C (rounded inside the loop, by the integer routines: 4x the time)
+              // the direction from the moments as stored, rounded to float16 (with F16C, by
+              // stored(); inside the loop, by the integer routines, it took 4x the time)
               part.template operator()<Pass1::kMoments>();
-              round_through_halves(m, len);
-              round_through_halves(v, len);
+              stored();
               part.template operator()<Pass1::kSums>();
             } else {
-              part.template operator()<Pass1::kAll>();
+              part.template operator()<Pass1::kAll>();  // the state stored as computed
             }
           });
     } else {

@@ -120,9 +120,6 @@ PYOPTIM_INLINE S store(T x) {
 inline constexpr std::int64_t kHalfBlock = 512;
 void widen_halves(const Half* in, float* out, std::int64_t n);
 void narrow_to_halves(const float* in, Half* out, std::int64_t n);
-// n floats rounded to the nearest float16 values, in place (narrow_to_halves, then
-// widen_halves).
-void round_through_halves(float* x, std::int64_t n);
 // Whether those use F16C on this CPU.
 bool halves_use_f16c();
 
