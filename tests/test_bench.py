@@ -829,6 +829,24 @@ def test_resume_keeps_the_cells_measured_and_runs_the_rest(tmp_path, monkeypatch
     assert "other settings: seed 0 (now 3)" in capsys.readouterr().err
     assert (tmp_path / "bench.json").read_text() == saved
 
+    # another machine, or other versions of what is timed, in the saved run or in a run it was
+    # resumed from: refused, the saved run untouched
+    for key, value in (("cpu", "Another CPU"), ("cpu_id", "family 1 model 2 stepping 3"),
+                       ("torch", "0.1")):
+        data = _load(tmp_path)
+        where = data["machine"].get("earlier_runs", [data["machine"]])[0]
+        where[key] = value
+        (tmp_path / "bench.json").write_text(json.dumps(data))
+        saved = (tmp_path / "bench.json").read_text()
+        assert run("100", "--resume", peers="none") == 2
+        assert f"another machine or with other versions: {key} {value!r}" in \
+            capsys.readouterr().err
+        assert (tmp_path / "bench.json").read_text() == saved
+        del where[key]  # not recorded: not compared
+        (tmp_path / "bench.json").write_text(json.dumps(data))
+        assert run("100", "--resume", peers="none") == 0
+        assert "1 of them kept" in capsys.readouterr().out
+
     # nothing to resume: a fresh run
     assert run("100", "--resume", out=tmp_path / "fresh") == 0
     assert "earlier_runs" not in _load(tmp_path / "fresh")["machine"]

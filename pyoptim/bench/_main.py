@@ -142,10 +142,12 @@ RESUME_SETTINGS = ("backend", "alignment_bytes", "rounds", "warmup", "validate_s
                    "sample_time_s", "seed", "quick", "control", "relocate_every_round")
 
 
-def earlier_cells(path: Path, config: dict, plan: list[tuple[Cell, tuple]]) -> tuple[dict, list]:
+def earlier_cells(path: Path, config: dict, machine: dict,
+                  plan: list[tuple[Cell, tuple]]) -> tuple[dict, list]:
     """--resume: the records of the run saved in path that this plan runs with the same peers,
     by label, and the machine descriptions of the runs they were measured in. A run made with
-    other settings is refused: its cells and new ones would not be measured alike."""
+    other settings, or on another machine (_report.MACHINE_IDENTITY), is refused: its cells and
+    new ones would not be measured alike."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -160,6 +162,14 @@ def earlier_cells(path: Path, config: dict, plan: list[tuple[Cell, tuple]]) -> t
     if differing:
         raise BenchError(f"--resume: the run in {path} was made with other settings: "
                          f"{', '.join(differing)}; give the same options, or another --out")
+    # every run it holds, the first included, on this machine (a key a run did not record is
+    # not compared)
+    for run in [*data["machine"].get("earlier_runs", []), data["machine"]]:
+        other = [f"{key} {run[key]!r} (here {machine[key]!r})" for key in _report.MACHINE_IDENTITY
+                 if key in run and key in machine and run[key] != machine[key]]
+        if other:
+            raise BenchError(f"--resume: the run in {path} was measured on another machine or "
+                             f"with other versions: {', '.join(other)}; use another --out")
     peers_before = {c["cell"]: c["peers"] for c in before["cells"]}
     measured_in = dict(git_commit=data["machine"]["git_commit"], date=data["machine"]["date"])
     saved = {r["label"]: r for r in data["cells"]}
@@ -208,7 +218,7 @@ def run_cells(plan: list[tuple[Cell, tuple]], args, command: str) -> int:
     )
     kept, runs = ({}, [])
     if getattr(args, "resume", False):
-        kept, runs = earlier_cells(out / "bench.json", config, plan)
+        kept, runs = earlier_cells(out / "bench.json", config, machine, plan)
         if runs:
             machine["earlier_runs"] = runs
     print(f"pyoptim bench: {len(plan)} cells, backend {args.backend}, {machine['cpu']}, "

@@ -26,15 +26,35 @@ FORMAT_VERSION = 1
 # the machine
 
 
-def _cpu_model() -> str:
+def _cpuinfo(*keys: str) -> dict:
+    """The first CPU's values of these /proc/cpuinfo keys (those it has; none off Linux)."""
+    found: dict = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in keys and key not in found:
+                    found[key] = value.strip()
+                if not line.strip() and found:  # the end of the first CPU's block
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return found
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name").get("model name") or platform.processor() or \
+        platform.machine()
+
+
+def _cpu_id() -> str | None:
+    """Family, model and stepping: tells apart CPUs that a virtual machine names alike ("AMD
+    EPYC" for Zen 4 and Zen 5)."""
+    info = _cpuinfo("cpu family", "model", "stepping")
+    if len(info) < 3:
+        return None
+    return f"family {info['cpu family']} model {info['model']} stepping {info['stepping']}"
 
 
 def _memory_bytes() -> int | None:
@@ -72,6 +92,14 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+# What a machine description must share with another for their cells to belong in one table
+# (`--resume`): the hardware, and the versions of what is timed. Not the commit: a resumed run
+# may be measured with a newer pyoptim, and each cell says which (measured_in).
+MACHINE_IDENTITY = ("cpu", "cpu_id", "logical_cores", "usable_cores", "memory_bytes",
+                    "last_level_cache_bytes", "simd_target", "python", "numpy", "ml_dtypes",
+                    "torch", "deepspeed", "omp_num_threads")
+
+
 def describe_machine() -> dict:
     """CPU, cores, memory, cache, versions and SIMD target: what a reader needs to weigh the
     numbers. The load average at the start tells how busy the machine was."""
@@ -87,6 +115,7 @@ def describe_machine() -> dict:
         load = None
     return dict(
         cpu=_cpu_model(),
+        cpu_id=_cpu_id(),
         logical_cores=os.cpu_count(),
         usable_cores=usable,
         memory_bytes=_memory_bytes(),
@@ -392,7 +421,9 @@ def write_markdown(path: Path, machine: dict, config: dict, cells: list[dict]) -
         "",
         f"Command: `{config['command']}`",
         "",
-        f"Machine: {machine['cpu']}, {machine['usable_cores']} usable cores, SIMD "
+        f"Machine: {machine['cpu']}"
+        + (f" ({machine['cpu_id']})" if machine.get("cpu_id") else "")
+        + f", {machine['usable_cores']} usable cores, SIMD "
         f"{machine['simd_target']}, Python {machine['python']}, NumPy {machine['numpy']}, "
         f"torch {machine['torch']}, pyoptim {machine['pyoptim']} ({machine['git_commit']}), "
         f"{machine['date']}, load average at start {machine['load_average_at_start']}.",
