@@ -470,16 +470,8 @@ class Roofline(Contestant):
                   (self.dtypes.param, self.dtypes.grad)
                   + (self.dtypes.state,) * len(cell.variant.states)]
         self._arrays = [(arrays[0], arrays[1], arrays[2:])]
-        extra = second_pass_bytes(cell.variant, self.dtypes)
-        if extra:
-            # a two-pass step (LAMB) rereads param and state: a second pass moving those bytes,
-            # a state-typed buffer read and written beside a param-typed one read
-            if len(cell.variant.states) != 2 or self.dtypes.param not in (self.dtypes.state,
-                                                                          "float32"):
-                raise Unavailable("no roofline pass moves a two-pass step's bytes with these "
-                                  "dtypes (the param's must be the state's or float32)")
-            self._arrays.append((full(n, 1, numpy_dtype(self.dtypes.state)),
-                                 full(n, 1, numpy_dtype(self.dtypes.param)), []))
+        if second_pass_bytes(cell.variant, self.dtypes):
+            self._arrays.append(self._second_pass(n, len(cell.variant.states)))
         self._make_passes()
         moved = sum(p.bytes_per_element for p in self._passes)
         if moved != self.bytes_per_element:
@@ -487,6 +479,19 @@ class Roofline(Contestant):
                 f"roofline moves {moved} B/element, the step "
                 f"{self.bytes_per_element}"
             )
+
+    def _second_pass(self, n: int, states: int) -> tuple:
+        """A two-pass step (LAMB) reads the param and its two state buffers again and writes the
+        param: P + 2S bytes per element. A second pass moving as many, with dtypes a StreamPass
+        takes: a state-typed buffer read and written beside a param-typed one read (2S + P; the
+        param's dtype must be the state's or float32), or, for 16-bit params with float32 state,
+        param-typed buffers: one read and written, one read, one state (5P = P + 2S)."""
+        param, state = numpy_dtype(self.dtypes.param), numpy_dtype(self.dtypes.state)
+        if states == 2 and self.dtypes.param in (self.dtypes.state, "float32"):
+            return full(n, 1, state), full(n, 1, param), []
+        if states == 2 and state.itemsize == 2 * param.itemsize:
+            return full(n, 1, param), full(n, 1, param), [full(n, 1, param)]
+        raise Unavailable("no roofline pass moves a two-pass step's bytes with these dtypes")
 
     def _make_passes(self) -> None:
         core = _cpu.core()
