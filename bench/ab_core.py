@@ -31,6 +31,8 @@ CASES = [  # (label, optimizer, hyperparameters, param dtype, state dtype)
     ("lamb fp32", "lamb", {}, F32, F32),
     ("lamb fp16 (fp32 state)", "lamb", {}, np.float16, F32),
     ("lamb fp16/fp16/fp16", "lamb", {}, np.float16, np.float16),
+    ("lamb bf16 (fp32 state)", "lamb", {}, ml_dtypes.bfloat16, F32),
+    ("lamb bf16/bf16/bf16", "lamb", {}, ml_dtypes.bfloat16, ml_dtypes.bfloat16),
 ]
 SUM_OF_SQUARES_DTYPES = (np.float32, np.float16)  # max_grad_norm's reduction over one array
 

@@ -114,4 +114,14 @@ void narrow_to_halves(const float* in, Half* out, std::int64_t n) {
 
 bool halves_use_f16c() { return converters().f16c; }
 
+PYOPTIM_CLONES void widen_halves(const BFloat16* in, float* out, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) out[i] = bfloat16_to_float(in[i].bits);
+}
+
+PYOPTIM_CLONES void narrow_to_halves(const float* in, BFloat16* out, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) out[i] = BFloat16{float_to_bfloat16(in[i])};
+}
+
 }  // namespace pyoptim

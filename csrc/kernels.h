@@ -22,17 +22,6 @@
 #include "sums.h"
 #include "threads.h"
 
-// The SIMD loop is compiled for AVX-512, AVX2 and baseline x86-64 and the best one the CPU runs
-// is picked when the module loads (GCC function multi-versioning), so that a portable build runs
-// at native speed (bench/README.md). Elsewhere it is compiled once, for the build's target.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
-    defined(__GLIBC__) && !defined(PYOPTIM_NO_CLONES)
-#define PYOPTIM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define PYOPTIM_CLONED 1
-#else
-#define PYOPTIM_CLONES
-#endif
-
 namespace pyoptim {
 
 enum class DType { kFloat32, kFloat64, kFloat16, kBFloat16 };
@@ -207,12 +196,14 @@ PYOPTIM_CLONES void update_range(P* __restrict param, const G* __restrict grad, 
   }
 }
 
-// Fetches the block of kHalfBlock float16 elements after the next one, from start, into the
+// Fetches the block of kHalfBlock 16-bit elements after the next one, from start, into the
 // caches (a prefetch cannot fault past the end of the buffer).
-inline void fetch_half_block_after_next(const Half* buffer, std::int64_t start) {
+template <class H>
+inline void fetch_half_block_after_next(const H* buffer, std::int64_t start) {
+  static_assert(sizeof(H) == 2);
   const std::uintptr_t ahead =
-      reinterpret_cast<std::uintptr_t>(buffer + start) + 2 * kHalfBlock * sizeof(Half);
-  for (std::uintptr_t b = 0; b < kHalfBlock * sizeof(Half); b += 64) {
+      reinterpret_cast<std::uintptr_t>(buffer + start) + 2 * kHalfBlock * sizeof(H);
+  for (std::uintptr_t b = 0; b < kHalfBlock * sizeof(H); b += 64) {
     __builtin_prefetch(reinterpret_cast<const void*>(ahead + b));
   }
 }
@@ -363,9 +354,9 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
 // applies Rule::apply(p, u, ratio). Traffic: pass 1 reads p, g and the state and writes the
 // state; pass 2 reads p and the state and writes p. Element i of a block adds to lane
 // i % kSumLanes, so a block may be run in pieces whose lengths are multiples of kSumLanes, the
-// lanes going on from piece to piece: float16 params are (in_half_pieces). Part: all of pass 1,
+// lanes going on from piece to piece: 16-bit params are (in_half_pieces). Part: all of pass 1,
 // or one of its parts, the moments (updated and stored) or the sums of the direction taken from
-// them as stored; float16 state is rounded between the two (run_trust_ratio).
+// them as stored; 16-bit state is rounded between the two (run_trust_ratio).
 enum class Pass1 { kAll, kMoments, kSums };
 
 template <class Rule, unsigned F, Pass1 Part, class P, class G, class S>
@@ -426,20 +417,22 @@ PYOPTIM_CLONES void trust_ratio_apply(P* __restrict param, const S* __restrict e
   }
 }
 
-// float16 params, for the two passes, over pieces of kHalfBlock elements: each float16 buffer (the
-// param, a float16 grad, float16 state) widened into L1 scratch with F16C, as in_float_blocks
-// does for the one-pass optimizers (the same values, so the same bits), a float32 grad or state
-// passed at its place in memory. Pass 2 (kApply; grad nullptr): fn(p, g, m, v, len), then the
-// param is rounded back. Pass 1: fn(p, g, m, v, len, stored), where stored() writes the piece's
-// float16 state back, rounded, and reads it again, so that m and v then hold the state as stored
-// (a float32 state is in memory already: nothing to do); fn calls it once it has updated them.
-// The piece after next of each float16 buffer is fetched ahead.
-template <bool kApply, class G, class S, class Fn>
-void in_half_pieces(const Half* param, const G* grad, S* exp_avg, S* exp_avg_sq, std::int64_t n,
+// float16 or bfloat16 params (H), for the two passes, over pieces of kHalfBlock elements: each
+// H buffer (the param, an H grad, H state) widened into L1 scratch (float16 with F16C, as
+// in_float_blocks does for the one-pass optimizers; bfloat16 by a vectorized shift: the same
+// values, so the same bits), a float32 grad or state passed at its place in memory. Pass 2
+// (kApply; grad nullptr): fn(p, g, m, v, len), then the param is rounded back. Pass 1:
+// fn(p, g, m, v, len, stored), where stored() writes the piece's H state back, rounded, and
+// reads it again, so that m and v then hold the state as stored (a float32 state is in memory
+// already: nothing to do); fn calls it once it has updated them. The piece after next of each H
+// buffer is fetched ahead. Element by element, in the loops of trust_ratio_moments and
+// trust_ratio_apply, LAMB with bfloat16 params took 1.2-1.35x the time (bench/README.md).
+template <bool kApply, class H, class G, class S, class Fn>
+void in_half_pieces(const H* param, const G* grad, S* exp_avg, S* exp_avg_sq, std::int64_t n,
                     const Fn& fn) {
   static_assert(kHalfBlock % kSumLanes == 0);
-  constexpr bool kHalfGrad = std::is_same_v<G, Half>;
-  constexpr bool kHalfState = std::is_same_v<std::remove_const_t<S>, Half>;
+  constexpr bool kHalfGrad = std::is_same_v<G, H>;
+  constexpr bool kHalfState = std::is_same_v<std::remove_const_t<S>, H>;
   alignas(64) float p[kHalfBlock];
   alignas(64) float g[kHalfGrad ? kHalfBlock : 1];
   alignas(64) float m[kHalfState ? kHalfBlock : 1];
@@ -470,7 +463,7 @@ void in_half_pieces(const Half* param, const G* grad, S* exp_avg, S* exp_avg_sq,
     const auto [m_piece, v_piece] = state_pieces();
     if constexpr (kApply) {
       fn(p, grad_piece, m_piece, v_piece, len);
-      narrow_to_halves(p, const_cast<Half*>(param) + start, len);
+      narrow_to_halves(p, const_cast<H*>(param) + start, len);
     } else {
       const auto stored = [&]() {
         if constexpr (kHalfState) {
@@ -494,7 +487,7 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
   using T = opmath_t<P>;
   const auto scalars = cast_rows<Rule, T>(scalar_rows, rows);
   const T clip = static_cast<T>(clip_value);
-  constexpr bool kHalfPieces = std::is_same_v<P, Half>;
+  constexpr bool kHalfPieces = std::is_same_v<P, Half> || std::is_same_v<P, BFloat16>;
 
   const std::vector<SumBlock> blocks =
       sum_blocks(segments.size(), [&](std::size_t k) { return segments[k].size; });
@@ -519,9 +512,9 @@ void run_trust_ratio(const std::vector<Segment>& segments, const double* scalar_
                                                                       &scalars[seg.row], clip,
                                                                       lanes);
             };
-            if constexpr (std::is_same_v<S, Half>) {
-              // the direction from the moments as stored, rounded to float16 (with F16C, by
-              // stored(); inside the loop, by the integer routines, it took 4x the time)
+            if constexpr (std::is_same_v<S, P>) {
+              // the direction from the moments as stored, rounded to P (by stored(); float16
+              // rounded inside the loop, by the integer routines, took 4x the time)
               part.template operator()<Pass1::kMoments>();
               stored();
               part.template operator()<Pass1::kSums>();

@@ -20,6 +20,17 @@
 #define PYOPTIM_INLINE inline
 #endif
 
+// The SIMD loops are compiled for AVX-512, AVX2 and baseline x86-64 and the best one the CPU runs
+// is picked when the module loads (GCC function multi-versioning), so that a portable build runs
+// at native speed (bench/README.md). Elsewhere it is compiled once, for the build's target.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__ELF__) && \
+    defined(__GLIBC__) && !defined(PYOPTIM_NO_CLONES)
+#define PYOPTIM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define PYOPTIM_CLONED 1
+#else
+#define PYOPTIM_CLONES
+#endif
+
 namespace pyoptim {
 
 struct Half {
@@ -122,5 +133,9 @@ void widen_halves(const Half* in, float* out, std::int64_t n);
 void narrow_to_halves(const float* in, Half* out, std::int64_t n);
 // Whether those use F16C on this CPU.
 bool halves_use_f16c();
+// The same for bfloat16, as bfloat16_to_float and float_to_bfloat16 do one at a time (integer
+// operations, which each SIMD clone vectorizes).
+void widen_halves(const BFloat16* in, float* out, std::int64_t n);
+void narrow_to_halves(const float* in, BFloat16* out, std::int64_t n);
 
 }  // namespace pyoptim
