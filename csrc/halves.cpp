@@ -114,6 +114,8 @@ void narrow_to_halves(const float* in, Half* out, std::int64_t n) {
 
 bool halves_use_f16c() { return converters().f16c; }
 
+// bfloat16, a block at a time for LAMB's pieces (kernels.h, in_half_pieces): the element routines
+// of storage.h, which vectorize, in the SIMD clones of these loops.
 PYOPTIM_CLONES void widen_halves(const BFloat16* in, float* out, std::int64_t n) {
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) out[i] = bfloat16_to_float(in[i].bits);
