@@ -173,18 +173,24 @@ void convert_elements(const Buffer& in, const Buffer& out) {
 }
 
 // Converts between float32 and float16/bfloat16 with the kernels' own conversions (for tests);
-// blocks: float16 through the block conversions the update loops use (F16C where the CPU has
-// it) instead of the element routines.
+// blocks: through the block conversions the update loops use (float16: F16C where the CPU has
+// it; bfloat16: LAMB's pieces) instead of the element routines.
 void convert(const py::array& src, py::array& dst, bool blocks) {
   const Buffer in = check_array(src, [] { return std::string("convert: src"); }, false);
   const Buffer out = check_array(dst, [] { return std::string("convert: dst"); }, true);
   if (in.size != out.size) throw py::value_error("convert: arrays must be of equal size");
+  const auto* floats_in = static_cast<const float*>(in.data);
+  auto* floats_out = static_cast<float*>(out.data);
   if (blocks && in.dtype == DType::kFloat32 && out.dtype == DType::kFloat16) {
-    narrow_to_halves(static_cast<const float*>(in.data), static_cast<Half*>(out.data), in.size);
+    narrow_to_halves(floats_in, static_cast<Half*>(out.data), in.size);
+  } else if (blocks && in.dtype == DType::kFloat32 && out.dtype == DType::kBFloat16) {
+    narrow_to_halves(floats_in, static_cast<BFloat16*>(out.data), in.size);
   } else if (blocks && in.dtype == DType::kFloat16 && out.dtype == DType::kFloat32) {
-    widen_halves(static_cast<const Half*>(in.data), static_cast<float*>(out.data), in.size);
+    widen_halves(static_cast<const Half*>(in.data), floats_out, in.size);
+  } else if (blocks && in.dtype == DType::kBFloat16 && out.dtype == DType::kFloat32) {
+    widen_halves(static_cast<const BFloat16*>(in.data), floats_out, in.size);
   } else if (blocks) {
-    throw py::type_error("convert: blocks=True converts float32 <-> float16");
+    throw py::type_error("convert: blocks=True converts float32 <-> float16 or bfloat16");
   } else if (in.dtype == DType::kFloat32 && out.dtype == DType::kFloat16) {
     convert_elements<float, Half>(in, out);
   } else if (in.dtype == DType::kFloat32 && out.dtype == DType::kBFloat16) {

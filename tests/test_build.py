@@ -41,14 +41,15 @@ def _convert(values, dtype, blocks=False):
     return out
 
 
-# float16 is converted two ways: element by element (storage.h, inside the update loops) and a
-# block at a time (csrc/halves.cpp, the update loops of float16 params: F16C where the CPU has
-# it, which every x86-64-v3 CPU does). Both must give NumPy's bits.
-FLOAT16_WAYS = pytest.mark.parametrize("blocks", [False, True], ids=["elements", "blocks"])
+# The 16-bit types are converted two ways: element by element (storage.h, inside the update
+# loops) and a block at a time (csrc/halves.cpp: the update loops of float16 params, with F16C
+# where the CPU has it, which every x86-64-v3 CPU does; LAMB's pieces of float16 and bfloat16).
+# Both must give NumPy's (ml_dtypes') bits.
+TWO_WAYS = pytest.mark.parametrize("blocks", [False, True], ids=["elements", "blocks"])
 
 
 @needs_core
-@FLOAT16_WAYS
+@TWO_WAYS
 def test_float16_to_float32_is_exact_for_every_half(blocks):
     halves = np.arange(2**16, dtype=np.uint16).view(np.float16)
     got = _convert(halves, np.float32, blocks)
@@ -58,9 +59,11 @@ def test_float16_to_float32_is_exact_for_every_half(blocks):
 
 
 @needs_core
-def test_bfloat16_to_float32_is_exact_for_every_value():
+@TWO_WAYS
+def test_bfloat16_to_float32_is_exact_for_every_value(blocks):
+    """bfloat16 too: element by element, and a block at a time (LAMB's pieces)."""
     values = np.arange(2**16, dtype=np.uint16).view(ml_dtypes.bfloat16)
-    got = _convert(values, np.float32)
+    got = _convert(values, np.float32, blocks)
     assert np.array_equal(got, values.astype(np.float32), equal_nan=True)
 
 
@@ -80,8 +83,10 @@ def _rounding_cases(target):
 
 @needs_core
 @pytest.mark.parametrize("target, blocks", [(np.float16, False), (np.float16, True),
-                                            (ml_dtypes.bfloat16, False)],
-                         ids=["float16-elements", "float16-blocks", "bfloat16"])
+                                            (ml_dtypes.bfloat16, False),
+                                            (ml_dtypes.bfloat16, True)],
+                         ids=["float16-elements", "float16-blocks", "bfloat16-elements",
+                              "bfloat16-blocks"])
 def test_float32_rounds_to_16_bits_to_nearest_even(target, blocks):
     values = _rounding_cases(target)
     got = _convert(values, target, blocks)
@@ -93,14 +98,15 @@ def test_float32_rounds_to_16_bits_to_nearest_even(target, blocks):
 
 
 @needs_core
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 31, 33, 1000])
-def test_float16_blocks_convert_exactly_n_elements(n):
-    """The block conversions' tails (the last n % 8 or n % 16 through a padded vector): exactly
-    n elements are read and written, none beyond."""
+def test_16_bit_blocks_convert_exactly_n_elements(n, dtype):
+    """The block conversions' tails (float16: the last n % 8 or n % 16 through a padded vector;
+    bfloat16: the SIMD loop's remainder): exactly n elements are read and written, none beyond."""
     values = np.arange(1, n + 3, dtype=np.float32) / 4
-    halves = np.full(n + 2, 7, np.float16)
+    halves = np.full(n + 2, 7, dtype)
     _cpu.core()._convert(values[:n], halves[:n], blocks=True)
-    assert np.array_equal(halves[:n], values[:n].astype(np.float16))
+    assert np.array_equal(halves[:n], values[:n].astype(dtype))
     assert (halves[n:] == 7).all()
     back = np.full(n + 2, -1, np.float32)
     _cpu.core()._convert(halves[:n], back[:n], blocks=True)
