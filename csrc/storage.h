@@ -91,11 +91,15 @@ PYOPTIM_INLINE float bfloat16_to_float(std::uint16_t b) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
+// To nearest even; a NaN stays a NaN, made quiet. Selected in 32 bits and shifted once: GCC then
+// packs the high halves without masking them, and the float compare finds NaN in one
+// instruction (an integer test of the magnitude takes three). That took narrowing from 0.49 to
+// 0.33 ns per element on an AMD EPYC (Zen 1, AVX2), the same bits for all 2^32 floats
+// (bench/README.md, "bfloat16 rounding").
 PYOPTIM_INLINE std::uint16_t float_to_bfloat16(float f) {
   const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
-  const std::uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;  // to nearest even
-  const bool nan = (x & 0x7fffffffu) > 0x7f800000u;
-  return static_cast<std::uint16_t>(nan ? ((x >> 16) | 0x0040u) : rounded);
+  const std::uint32_t y = f != f ? x | 0x00400000u : x + 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<std::uint16_t>(y >> 16);
 }
 
 // Widen a stored element to the compute type T.

@@ -98,6 +98,19 @@ def test_float32_rounds_to_16_bits_to_nearest_even(target, blocks):
 
 
 @needs_core
+@TWO_WAYS
+def test_float32_nans_round_to_quiet_bfloat16_nans_of_the_same_sign_and_top_payload(blocks):
+    """A NaN keeps its sign and the top bits of its payload, made quiet (bit 6 of the bfloat16
+    set), whatever its low bits: signalling NaNs whose payload lies only in the bits rounding
+    drops included (a rounding carry must not turn them into infinities or other values)."""
+    bits = np.array([0x7F800001, 0x7F80FFFF, 0x7FBFFFFF, 0x7FC00000, 0x7FFFFFFF, 0x7FA12345,
+                     0xFF800001, 0xFFC00000, 0xFFFFFFFF, 0xFFA18000], np.uint32)
+    got = _convert(np.tile(bits, 5).view(np.float32), ml_dtypes.bfloat16, blocks).view(np.uint16)
+    want = np.tile((bits >> 16) | 0x40, 5).astype(np.uint16)
+    assert np.array_equal(got, want), [hex(v) for v in got[:10]]
+
+
+@needs_core
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 31, 33, 1000])
 def test_16_bit_blocks_convert_exactly_n_elements(n, dtype):
