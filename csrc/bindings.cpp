@@ -284,6 +284,24 @@ clip_value: if given, each gradient element, after its multiplication by grad_fa
     if (n < 1) throw py::value_error("_set_min_elements_per_thread: n must be at least 1");
     set_min_elements_per_thread(n);
   }, py::arg("n"), "For bench/threshold.py, which measures the default; not for tuning in use.");
+  m.def("_set_quotient_form", [](const std::string& form) {
+    if (form == "auto") {
+      set_quotient_form(QuotientForm::kAuto);
+    } else if (form == "division") {
+      set_quotient_form(QuotientForm::kDivision);
+    } else if (form == "fma") {
+      set_quotient_form(QuotientForm::kFusedMultiplyAdd);
+    } else {
+      throw py::value_error("_set_quotient_form: form must be 'auto', 'division' or 'fma', got '" +
+                            form + "'");
+    }
+  }, py::arg("form"),
+        "How the loops divide by a per-step scalar (Adam's bias correction): 'division', 'fma' "
+        "(rules.h's quotient: the same bits) or 'auto' (the default: where it pays on this CPU). "
+        "For tests, which check both forms on any CPU, and benchmarks; not for tuning in use.");
+  m.def("_quotient_form", [] {
+    return std::string(loops_take_quotient_fma() ? "fma" : "division");
+  }, "The form of division by a per-step scalar that the loops take now ('division' or 'fma').");
   m.def("simd_target", [] {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
     __builtin_cpu_init();

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -76,10 +77,20 @@ void dispatch_flags(unsigned flags, F&& f) {
 
 inline constexpr int kMaxStates = 3;
 
-// Whether the SIMD loops that run on this CPU have fused multiply-add instructions (for
-// rules.h's quotient): the x86-64-v4 and v3 clones do, the baseline one does not (std::fma would
-// be a library call there, and division is faster).
-inline bool loops_have_fma() {
+// Which form of rules.h's quotient the loops take for a rule that divides by a per-step scalar
+// (Adam's bias correction): the division, or the FMA form (the same bits). kAuto takes the FMA
+// form where the loops have FMA instructions: the x86-64-v4 and v3 clones (Adam fp32 in cache
+// 0.80-0.90x the time on AVX-512; neutral with AVX2, 0.96-1.10x on Zen 4 and Zen 1:
+// bench/quotient_form.py, bench/README.md). The baseline clone has none (std::fma would be a
+// library call there, and division is faster). set_quotient_form exists for tests, which check
+// both forms on any CPU, and for benchmarks.
+enum class QuotientForm : int { kAuto, kDivision, kFusedMultiplyAdd };
+inline std::atomic<QuotientForm> g_quotient_form{QuotientForm::kAuto};
+inline void set_quotient_form(QuotientForm form) {
+  g_quotient_form.store(form, std::memory_order_relaxed);
+}
+
+inline bool auto_quotient_fma() {
 #if defined(PYOPTIM_CLONED)
   static const bool fma = __builtin_cpu_supports("x86-64-v3");
   return fma;
@@ -88,6 +99,15 @@ inline bool loops_have_fma() {
 #else
   return false;
 #endif
+}
+
+// Whether the loops take quotient's FMA form now.
+inline bool loops_take_quotient_fma() {
+  switch (g_quotient_form.load(std::memory_order_relaxed)) {
+    case QuotientForm::kDivision: return false;
+    case QuotientForm::kFusedMultiplyAdd: return true;
+    default: return auto_quotient_fma();
+  }
 }
 
 struct Segment {
@@ -312,7 +332,7 @@ void run_segments(const std::vector<Segment>& segments, const double* scalar_row
   // and the three FMA-unit operations that replace the division made it slower (1.1-1.2x).
   constexpr bool kMayFuse =
       Rule::has_divisor && (std::is_same_v<P, float> || std::is_same_v<P, Half>);
-  const bool fuse = kMayFuse && loops_have_fma();
+  const bool fuse = kMayFuse && loops_take_quotient_fma();
   for_each_segment_range(segments, [&](std::size_t k, std::int64_t lo, std::int64_t hi) {
     const Segment& seg = segments[k];
     S* state[K];

@@ -104,3 +104,28 @@ def test_float16_lamb_steps_as_float32_lamb_on_the_widened_values(grad_dtype, th
                     np.testing.assert_array_equal(a, b, err_msg=f"{n} {t}")
     finally:
         pyoptim.set_num_threads(saved)
+
+
+ADAM_CASES = [c for c in CASES if c.spec.kernel == "adam"]
+QUOTIENT_COMBINATIONS = [c for c in COMBINATIONS if c[0] in ("float32", "float16")]
+
+
+@pytest.mark.skipif("cpu" not in available_backends(), reason="the compiled extension is not built")
+@pytest.mark.parametrize("form", ["division", "fma"])
+@pytest.mark.parametrize("combo", QUOTIENT_COMBINATIONS, ids=combination_id)
+@pytest.mark.parametrize("case", ADAM_CASES, ids=lambda c: c.id)
+def test_adam_in_both_forms_of_the_bias_correction_division(case, combo, form):
+    """Adam divides by sqrt(1 - beta2^t) as a division or, with FMA, as rules.h's quotient (the
+    same bits; csrc/kernels.h: each CPU takes one form, float32 and float16 params). The other
+    form is forced here, so that both meet the reference on any CPU: every Adam and AdamW option,
+    sizes across SIMD tails and threads."""
+    from pyoptim import _cpu  # noqa: PLC0415
+
+    core = _cpu.core()
+    core._set_quotient_form(form)
+    try:
+        assert core._quotient_form() == form
+        for n in (*SIZES, BACKENDS["cpu"].big):
+            run_parity(BACKENDS["cpu"], case, combo, n)
+    finally:
+        core._set_quotient_form("auto")
