@@ -16,8 +16,23 @@ namespace {
 constexpr int kNpyFloat = 11;
 constexpr int kNpyDouble = 12;
 constexpr int kNpyHalf = 23;
+constexpr int kNpyUserDef = 256;  // NumPy's first number for a user-defined dtype
 // ml_dtypes.bfloat16 is a user-defined dtype: its number is known once ml_dtypes is imported.
+// pyoptim does not import it (its import is slower than pyoptim's own): a bfloat16 array exists
+// only once its caller did, so the number is looked up in sys.modules when an array of an unknown
+// user-defined dtype comes (-1 until ml_dtypes is there).
 int g_bfloat16_num = -1;
+
+bool is_bfloat16(int num) {
+  if (num < kNpyUserDef) return false;
+  if (g_bfloat16_num < 0) {
+    const py::dict modules = py::module_::import("sys").attr("modules");
+    if (modules.contains("ml_dtypes")) {
+      g_bfloat16_num = py::dtype::from_args(modules["ml_dtypes"].attr("bfloat16")).num();
+    }
+  }
+  return num == g_bfloat16_num;
+}
 
 template <class Rule>
 Optimizer describe() {
@@ -31,14 +46,6 @@ Optimizer describe() {
 }
 
 }  // namespace
-
-void init_dtypes() {
-  try {
-    g_bfloat16_num = py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")).num();
-  } catch (const py::error_already_set&) {
-    g_bfloat16_num = -1;  // without ml_dtypes there are no bfloat16 arrays to update
-  }
-}
 
 const char* dtype_name(DType d) {
   switch (d) {
@@ -164,7 +171,7 @@ Inspected inspect_array(py::handle obj, bool written, const Shape* shape) {
     dtype = DType::kFloat64;
   } else if (num == kNpyHalf) {
     dtype = DType::kFloat16;
-  } else if (num == g_bfloat16_num && g_bfloat16_num >= 0) {
+  } else if (is_bfloat16(num)) {
     dtype = DType::kBFloat16;
   } else {
     out.problem = Problem::kDtype;

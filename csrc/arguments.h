@@ -56,9 +56,6 @@ struct ScalarTable {
 };
 ScalarTable scalar_table(const Optimizer& opt, pybind11::handle obj);
 
-// Reads ml_dtypes' bfloat16 type number (once, when the module loads).
-void init_dtypes();
-
 // The shape an array must have: its param's.
 struct Shape {
   int ndim;

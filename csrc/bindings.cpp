@@ -223,8 +223,6 @@ std::pair<const std::uint64_t*, std::int64_t> addresses_of(py::handle obj) {
 }  // namespace
 
 void bind_step(py::module_& m) {
-  init_dtypes();
-
   m.def("step", &run_step, py::arg("optimizer"), py::arg("flags"), py::arg("params"),
         py::arg("grads"), py::arg("states"), py::arg("scalars"), py::arg("rows") = py::none(),
         py::arg("clip_value") = py::none(),

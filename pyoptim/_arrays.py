@@ -96,7 +96,6 @@ def torch_values(t):
 
 
 def _torch_to_numpy(t, name):
-    import ml_dtypes
     import torch
 
     if t.device.type != "cpu":
@@ -104,6 +103,8 @@ def _torch_to_numpy(t, name):
     refuse_lazy_tensor(t, name)
     t = t.detach()  # the update is written into the tensor's memory, outside autograd
     if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: view the bits, then as ml_dtypes'
+        import ml_dtypes  # noqa: PLC0415 (imported where a bfloat16 array is made: it is slow)
+
         return np.from_dlpack(t.view(torch.int16)).view(ml_dtypes.bfloat16)
     try:
         return np.from_dlpack(t)

@@ -26,7 +26,6 @@ import numbers
 import os
 from typing import Callable, Mapping
 
-import ml_dtypes
 import numpy as np
 
 from . import _arrays, _memory
@@ -306,7 +305,7 @@ def read(path) -> dict:
                         _refuse(f"{path} lacks {key}")
                     array = data[key]
                     if dtype == "bfloat16":
-                        array = array.view(ml_dtypes.bfloat16)
+                        array = array.view(_memory.bfloat16())
                     elif array.dtype.name != dtype:
                         _refuse(f"{path}: {key} has dtype {array.dtype}, its description says "
                                 f"{dtype}")

@@ -9,10 +9,30 @@ with the library and on the device of an array given as ``like``, or with Numba 
 
 from __future__ import annotations
 
-import ml_dtypes
+import functools
+
 import numpy as np
 
 from . import _arrays
+
+
+@functools.cache
+def bfloat16() -> np.dtype:
+    """ml_dtypes' bfloat16, the NumPy dtype of bfloat16 arrays. ml_dtypes is imported here, on
+    first use, not with pyoptim: its import registers a dozen dtypes and took 1.6-2.2 s on an
+    AMD EPYC (Zen 1), 9x all the rest of ``import pyoptim`` (``python -X importtime``), and a
+    bfloat16 array exists only once its caller imported it."""
+    import ml_dtypes  # noqa: PLC0415
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def as_dtype(dtype) -> np.dtype:
+    """np.dtype(dtype), where the name 'bfloat16' is ml_dtypes' bfloat16 whether or not ml_dtypes
+    was imported yet."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return bfloat16()
+    return np.dtype(dtype)
 
 
 def library(x) -> str:
@@ -36,7 +56,7 @@ def dtype_of(x) -> np.dtype:
         return x.dtype
     if library(x) == "torch":
         name = str(x.dtype).removeprefix("torch.")
-        return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+        return as_dtype(name)
     return np.dtype(x.dtype)
 
 
@@ -52,7 +72,7 @@ def _torch_dtype(dtype: np.dtype):
 
 def empty_1d(size: int, dtype, like=None, device: str = "cpu"):
     """A new 1-D array of size elements, zero-filled, on like's device (or device)."""
-    dtype = np.dtype(dtype)
+    dtype = as_dtype(dtype)
     kind = "numpy" if like is None else library(like)
     if like is None and device == "cuda":
         kind = "numba"
@@ -107,7 +127,7 @@ def copy_from_host(dst, src: np.ndarray) -> None:
     if kind == "torch":
         import torch
 
-        if src.dtype == ml_dtypes.bfloat16:
+        if src.dtype.name == "bfloat16":
             source = torch.from_numpy(np.ascontiguousarray(src).view(np.int16)).view(torch.bfloat16)
         else:
             source = torch.from_numpy(np.ascontiguousarray(src))

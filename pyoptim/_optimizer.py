@@ -137,7 +137,7 @@ class Optimizer:
         self.clip_value = clip_value
         self.skip_nonfinite = skip_nonfinite
         self.backend = backend
-        self._state_dtype = None if state_dtype is None else np.dtype(state_dtype)
+        self._state_dtype = None if state_dtype is None else _memory.as_dtype(state_dtype)
         self.last_grad_norm: float | None = None
         self.param_groups: list[dict] = []
         self.state = StateView(self)

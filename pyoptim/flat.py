@@ -50,7 +50,7 @@ class FlatBuffer:
     def __init__(self, shapes: Iterable[Sequence[int]], dtype=np.float32, *, device: str = "cpu",
                  align: int = 64, like=None):
         self.shapes = [tuple(int(d) for d in _as_shape(s)) for s in shapes]
-        self.dtype = np.dtype(dtype)
+        self.dtype = _memory.as_dtype(dtype)
         if not isinstance(align, int) or align < 1 or align % self.dtype.itemsize:
             raise ValueError(
                 f"align must be a positive multiple of the item size ({self.dtype.itemsize} "
@@ -92,7 +92,7 @@ class FlatBuffer:
         """A zeroed FlatBuffer with the same layout (shapes and element offsets) and device, for
         gradients; dtype defaults to this one's (float32 gradients for 16-bit params are also
         supported)."""
-        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        dtype = self.dtype if dtype is None else _memory.as_dtype(dtype)
         # the same element offsets, so that both buffers have the same length
         align = self._align // self.dtype.itemsize * dtype.itemsize
         return FlatBuffer(self.shapes, dtype, device=self._device, align=align, like=self._like)

@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from . import _spec
+from ._memory import as_dtype
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
            "asgd", "rprop", "lion", "lamb", "compute_dtype_for", "sum_of_squares"]
@@ -43,12 +44,12 @@ __all__ = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "rad
 
 def compute_dtype_for(param_dtype) -> np.dtype:
     """The dtype a param of this dtype is computed in: float32 for 16-bit params."""
-    param_dtype = np.dtype(param_dtype)
+    param_dtype = as_dtype(param_dtype)
     return np.dtype(np.float32) if param_dtype.itemsize == 2 else param_dtype
 
 
 def _setup(opt, hp, step, grad_factor, param, compute_dtype, host=None):
-    dtype = compute_dtype_for(param.dtype) if compute_dtype is None else np.dtype(compute_dtype)
+    dtype = compute_dtype_for(param.dtype) if compute_dtype is None else as_dtype(compute_dtype)
     scalars = opt.scalars(hp, step, grad_factor, host)
     return type(scalars)(*(dtype.type(v) for v in scalars)), dtype
 

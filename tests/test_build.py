@@ -166,3 +166,55 @@ def test_nothing_users_install_is_built_non_portably_or_with_fast_math():
 @needs_core
 def test_the_simd_target_is_reported():
     assert re.match(r"x86-64|build target", _cpu.core().simd_target())
+
+
+@needs_core
+def test_ml_dtypes_is_imported_only_for_bfloat16():
+    """Importing ml_dtypes takes longer than all of pyoptim (it registers a dozen dtypes), and
+    a bfloat16 array exists only once its caller imported it: pyoptim imports it only where
+    bfloat16 is asked for by name. The compiled module, loaded before ml_dtypes, then recognizes
+    its bfloat16 arrays (the reference's bits), and 'bfloat16' as a state dtype imports it."""
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import pyoptim, pyoptim.functional, pyoptim.optim, pyoptim.flat, pyoptim.reference
+        from pyoptim import _cpu
+
+        p = np.ones(1000, np.float32)
+        opt = pyoptim.Adam([p], lr=1e-2)
+        opt.step([np.full(1000, 0.5, np.float32)])
+        pyoptim.functional.sgd(p, p.copy(), step=1, lr=0.1)
+        assert _cpu.available() and "ml_dtypes" not in sys.modules, "ml_dtypes imported"
+
+        import ml_dtypes
+        rng = np.random.default_rng(0)
+        p = rng.standard_normal(1031).astype(ml_dtypes.bfloat16)
+        want = p.copy()
+        m, v, m_ref, v_ref = (np.zeros(1031, np.float32) for _ in range(4))
+        for t in range(1, 8):
+            g = rng.standard_normal(1031).astype(ml_dtypes.bfloat16)
+            pyoptim.functional.adam(p, g, exp_avg=m, exp_avg_sq=v, step=t, lr=1e-2)
+            pyoptim.reference.adam(want, g, exp_avg=m_ref, exp_avg_sq=v_ref, step=t, lr=1e-2)
+        for got, ref in ((p, want), (m, m_ref), (v, v_ref)):
+            assert np.array_equal(got.view(np.uint8), ref.view(np.uint8))
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+    by_name = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import pyoptim
+        flat = pyoptim.flat.FlatBuffer([(100,)], "bfloat16")
+        assert "ml_dtypes" in sys.modules and flat.buffer.dtype.name == "bfloat16"
+        p = flat.views[0]
+        p[...] = 1
+        opt = pyoptim.Adam([p], lr=1e-2, state_dtype="bfloat16")
+        opt.step([np.full(100, 0.5, np.float32)])
+        assert opt.state_dict()["state"][0]["exp_avg"].dtype.name == "bfloat16"
+        assert pyoptim.reference.compute_dtype_for("bfloat16") == np.float32
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", by_name], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

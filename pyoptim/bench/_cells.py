@@ -14,10 +14,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-import ml_dtypes
 import numpy as np
 
-from .. import _spec
+from .. import _memory, _spec
 
 SHORT = {"float32": "fp32", "float64": "fp64", "float16": "fp16", "bfloat16": "bf16"}
 LONG = {short: long for long, short in SHORT.items()}
@@ -190,7 +189,7 @@ def full(size: int, value, dtype) -> np.ndarray:
 
 
 def numpy_dtype(name: str) -> np.dtype:
-    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+    return _memory.as_dtype(name)
 
 
 def itemsize(name: str) -> int:
