@@ -169,7 +169,7 @@ def test_the_simd_target_is_reported():
 
 
 @needs_core
-def test_ml_dtypes_is_imported_only_for_bfloat16():
+def test_ml_dtypes_is_imported_only_for_bfloat16(tmp_path):
     """Importing ml_dtypes takes longer than all of pyoptim (it registers a dozen dtypes), and
     a bfloat16 array exists only once its caller imported it: pyoptim imports it only where
     bfloat16 is asked for by name. The compiled module, loaded before ml_dtypes, then recognizes
@@ -199,7 +199,8 @@ def test_ml_dtypes_is_imported_only_for_bfloat16():
             assert np.array_equal(got.view(np.uint8), ref.view(np.uint8))
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path)  # not the repository root: see test_threads
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
     by_name = textwrap.dedent("""
@@ -216,5 +217,6 @@ def test_ml_dtypes_is_imported_only_for_bfloat16():
         assert pyoptim.reference.compute_dtype_for("bfloat16") == np.float32
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", by_name], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", by_name], capture_output=True, text=True,
+                         cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

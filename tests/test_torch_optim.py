@@ -778,9 +778,10 @@ def test_refusals_name_what_is_wrong():
         copy.deepcopy(opt)
 
 
-def test_import_pyoptim_does_not_import_torch():
+def test_import_pyoptim_does_not_import_torch(tmp_path):
     code = ("import sys, pyoptim, pyoptim.optim, pyoptim.functional, pyoptim.flat; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "import pyoptim.torch; assert 'torch' in sys.modules; "
             "import torch; assert pyoptim.torch.torch is torch")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=tmp_path)  # the installed pyoptim, not the checkout's
