@@ -647,11 +647,10 @@ class _FlatGrads:
 
 
 def _numpy_dtype(dtype) -> np.dtype:
+    """A torch dtype or anything np.dtype takes, 'bfloat16' included (ml_dtypes' dtype)."""
     if isinstance(dtype, torch.dtype):
-        if dtype == torch.bfloat16:
-            return _memory.bfloat16()
-        return np.dtype(str(dtype).removeprefix("torch."))
-    return np.dtype(dtype)
+        dtype = str(dtype).removeprefix("torch.")
+    return _memory.as_dtype(dtype)
 
 
 def _check_lr(lr, where: str) -> None:

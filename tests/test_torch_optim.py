@@ -778,6 +778,21 @@ def test_refusals_name_what_is_wrong():
         copy.deepcopy(opt)
 
 
+def test_bfloat16_state_by_name_before_ml_dtypes_is_imported(tmp_path):
+    """state_dtype='bfloat16' (or torch.bfloat16) in a process where nothing imported ml_dtypes
+    yet: pyoptim imports it where bfloat16 is asked for, pyoptim.torch included."""
+    code = ("import sys, torch, pyoptim.torch as pt; "
+            "assert 'ml_dtypes' not in sys.modules; "
+            "p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16)); "
+            "p.grad = torch.ones(4, dtype=torch.bfloat16); "
+            "opt = pt.Adam([p], state_dtype='bfloat16'); opt.step(); "
+            "assert opt.state[p]['exp_avg'].dtype == torch.bfloat16, opt.state[p]['exp_avg']; "
+            "opt = pt.Adam([p], state_dtype=torch.bfloat16); opt.step(); "
+            "assert opt.state[p]['exp_avg_sq'].dtype == torch.bfloat16")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=tmp_path)  # the installed pyoptim, not the checkout's
+
+
 def test_import_pyoptim_does_not_import_torch(tmp_path):
     code = ("import sys, pyoptim, pyoptim.optim, pyoptim.functional, pyoptim.flat; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
