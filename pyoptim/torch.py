@@ -66,8 +66,8 @@ What differs from torch.optim:
   after ``zero_grad(set_to_none=False)`` (Adam's moments decay; for plain SGD nothing
   changes). A param that does not require grad gets no view. A ``.grad`` replaced or set to
   None by hand is read as it is (the step is then as without the option) until the
-  optimizer's ``zero_grad()`` makes the views the grads again, as is a view whose layout was
-  changed in place (``t_()``, ``as_strided_()``). Not detected: ``.data`` of a view set to a
+  optimizer's ``zero_grad()`` makes the views the grads again, as is a view whose layout or
+  size was changed in place (``t_()``, ``as_strided_()``, ``resize_()``). Not detected: ``.data`` of a view set to a
   negated view of its own memory (torch._neg_view), which is read as that memory.
 * **autograd** does not see the kernels write the tensors' memory; a step moves the version
   counter of every param it updated (``torch.autograd.graph.increment_version``), as torch's
@@ -574,15 +574,15 @@ class _FlatGrads:
     dtype and device, set as their ``.grad`` once. Backward accumulates into a ``.grad`` that
     exists, in place (torch's AccumulateGrad, outside create_graph), so the views stay the
     grads from step to step, as DistributedDataParallel's ``gradient_as_bucket_view`` relies
-    on. A step then checks each param with three cheap reads (``.grad`` is its view, the view's
-    and the param's memory did not move) instead of reading and checking each grad, and hands
-    the engine the addresses it computed once (``given``).
+    on. A step then checks each param with a few cheap reads (``.grad`` is its view, the view's
+    memory, layout and size and the param's memory did not change: in_place) instead of reading
+    and checking each grad, and hands the engine the addresses it computed once (``given``).
 
     A param that does not require grad gets no view (a frozen param keeps no .grad, and takes
     no step, as in torch). Each view starts on a cache line; a param's existing .grad is copied
     into its view."""
 
-    __slots__ = ("buffers", "views", "given", "_owned", "_addresses", "_metadata")
+    __slots__ = ("buffers", "views", "given", "_owned", "_addresses", "_numels", "_metadata")
 
     def __init__(self, params: list):
         offsets, ends = [], {}
@@ -611,18 +611,22 @@ class _FlatGrads:
                 self.views.append(view)
         self._owned = [v for v in self.views if v is not None]
         self._addresses = [v.data_ptr() for v in self._owned]
+        self._numels = [v.numel() for v in self._owned]
         self._metadata = _metadata_lines(list(params) + self._owned)
         self.given = None  # set by the optimizer: what its engine's step takes for the views
 
     def in_place(self, params: list, pointers: list[int]) -> bool:
         """Whether every param's .grad is still its view (None where it has none), the views
         still have their memory (no ``.data`` or ``set_()`` on them) laid out as made (no
-        ``t_()`` or ``as_strided_()``), and the params theirs."""
+        ``t_()`` or ``as_strided_()``) and all of it (no ``resize_()`` to fewer elements, which
+        keeps the address: the step would read stale values after them), and the params
+        theirs."""
         if self._metadata is not None:
             _cpu.core()._prefetch(self._metadata)
         return (all(map(operator.is_, map(_GRAD, params), self.views))
                 and list(map(_DATA_PTR, self._owned)) == self._addresses
                 and all(map(_IS_CONTIGUOUS, self._owned))
+                and list(map(_NUMEL, self._owned)) == self._numels
                 and list(map(_DATA_PTR, params)) == pointers)
 
     def zero(self, params: list, set_to_none: bool) -> None:

@@ -1,5 +1,5 @@
 """pyoptim.torch with flat_grads=True: every param's .grad is a view of one flat buffer per dtype,
-backward accumulates into it, and a step checks three cheap things per tensor instead of reading
+backward accumulates into it, and a step checks a few cheap things per tensor instead of reading
 and checking each grad. Trained side by side with torch.optim (whose zero_grad(set_to_none=False)
 has the same semantics) and bit for bit with pyoptim.torch without it; what a user may do to the
 grads between steps (set them to None, replace them, move their memory, move a param) falls
@@ -213,6 +213,25 @@ def test_a_view_laid_out_otherwise_in_place_is_read_as_its_values(relayout):
     opt.step()
     torch.optim.SGD([ref], lr=1.0).step()
     assert torch.equal(w, ref)
+
+
+def test_a_view_resized_in_place_is_refused_by_name_and_nothing_changes():
+    """resize_() to fewer elements keeps the view's address and contiguity; the flat buffer
+    still holds stale values past its new end. The step must not read them: it takes the
+    general path, which refuses the grad's shape by name, as it refuses any such grad."""
+    w = torch.nn.Parameter(torch.ones(3, 4, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.ones(5, dtype=torch.float64))
+    opt = pt.SGD([w, b], lr=1.0, flat_grads=True)
+    with torch.no_grad():
+        w.grad.fill_(1.0)
+        b.grad.fill_(1.0)
+        w.grad.resize_(2, 2)
+    assert w.grad.is_contiguous() and w.grad.data_ptr() == _flat_buffer_of(b.grad).data_ptr()
+    with pytest.raises(ValueError, match=r"grads\[0\] has shape \(2, 2\), but params\[0\] "
+                                         r"has shape \(3, 4\)"):
+        opt.step()
+    assert torch.equal(w, torch.ones(3, 4, dtype=torch.float64))
+    assert torch.equal(b, torch.ones(5, dtype=torch.float64))
 
 
 def test_a_param_that_moved_is_refused_and_nothing_changes():
