@@ -101,24 +101,30 @@ def kwargs_of(case):
 
 
 def _numpy(t):
-    return t.detach().cpu().float().numpy()  # float32 holds 16-bit values exactly
+    """The values as a NumPy array: float64 as they are, 16-bit ones widened to float32 (which
+    holds them exactly; NumPy has no bfloat16 of its own)."""
+    t = t.detach().cpu()
+    return (t if t.dtype == torch.float64 else t.float()).numpy()
 
 
-def assert_same_state(ours, theirs, params_ours, params_theirs, check_dtypes=True, **tolerance):
-    """Params and every state entry of two optimizers over twin models, elementwise."""
+def assert_same_state(ours, theirs, params_ours, params_theirs, check_dtypes=True, context="",
+                      **tolerance):
+    """Params and every state entry of two optimizers over twin models, elementwise; context
+    starts each failure's message."""
     for i, (p, q) in enumerate(zip(params_ours, params_theirs)):
-        np.testing.assert_allclose(_numpy(p), _numpy(q), **tolerance, err_msg=f"params[{i}]")
+        np.testing.assert_allclose(_numpy(p), _numpy(q), **tolerance,
+                                   err_msg=f"{context}params[{i}]")
         mine, other = ours.state.get(p, {}), theirs.state.get(q, {})
         names = {k for k, v in other.items() if v is not None}
-        assert set(mine) - {"step"} == names - {"step"}, f"state names of params[{i}]"
+        assert set(mine) - {"step"} == names - {"step"}, f"{context}state names of params[{i}]"
         for name in names:
             got, want = mine[name], other[name]
             if name == "step":
-                assert float(got) == float(want), f"step of params[{i}]"
+                assert float(got) == float(want), f"{context}step of params[{i}]"
                 continue
-            assert got.dtype == want.dtype or not check_dtypes, f"{name} of params[{i}]"
+            assert got.dtype == want.dtype or not check_dtypes, f"{context}{name} of params[{i}]"
             np.testing.assert_allclose(_numpy(got), _numpy(want), **tolerance,
-                                       err_msg=f"{name} of params[{i}]")
+                                       err_msg=f"{context}{name} of params[{i}]")
 
 
 def side_by_side(name, kwargs, dtype=torch.float32, steps=STEPS, groups=groups_of, seed=0,
