@@ -1,7 +1,7 @@
 """pyoptim.torch against torch.optim 2.13: small real models trained side by side (every
-optimizer, two param groups, float64 and float32), params without grads, add_param_group,
-closures, hooks, named params, LR schedulers, 16-bit params against the reference, pyoptim's own
-options, refusals, and `import pyoptim` without torch.
+optimizer, two param groups, float64 and float32), random hyperparameter values, params without
+grads, add_param_group, closures, hooks, named params, LR schedulers, 16-bit params against the
+reference, pyoptim's own options, refusals, and `import pyoptim` without torch.
 
 Helpers here are shared with the other tests/test_torch_*.py files."""
 
@@ -170,6 +170,65 @@ def test_training_matches_torch_optim(case, dtype):
     if name != "SGD":  # torch's SGD keeps no step count
         for p in ours_model.parameters():
             assert float(ours.state[p]["step"]) == STEPS
+
+
+# Values each hyperparameter is drawn from by test_random_hyperparameter_values_step_as_torch:
+# the case table (tests/cases.py) turns each option on with one value; these add the values
+# where a formula has an edge (a beta of 0, lerp's weight 1, ASGD averaging from the first step,
+# Rprop's step size bounds), each optimizer's own knobs, and a spread of learning rates.
+RANDOM_VALUES = {
+    "SGD": dict(momentum=(0.0, 0.5, 0.9), dampening=(0.0, 0.1, 0.5), nesterov=(False, True)),
+    "Adagrad": dict(lr_decay=(0.0, 1e-3, 0.1), initial_accumulator_value=(0.0, 0.1, 2.0),
+                    eps=(1e-10, 1e-6)),
+    "RMSprop": dict(alpha=(0.99, 0.9, 0.0), eps=(1e-8, 1e-3), momentum=(0.0, 0.9),
+                    centered=(False, True)),
+    "Adam": dict(betas=((0.9, 0.999), (0.0, 0.999), (0.9, 0.0), (0.5, 0.9)), eps=(1e-8, 1e-3),
+                 amsgrad=(False, True), decoupled_weight_decay=(False, True)),
+    "AdamW": dict(betas=((0.9, 0.999), (0.0, 0.999), (0.9, 0.0), (0.5, 0.9)), eps=(1e-8, 1e-3),
+                  amsgrad=(False, True)),
+    "Adamax": dict(betas=((0.9, 0.999), (0.0, 0.999), (0.9, 0.5)), eps=(1e-8, 1e-3)),
+    "NAdam": dict(betas=((0.9, 0.999), (0.5, 0.9), (0.0, 0.999)), eps=(1e-8, 1e-3),
+                  momentum_decay=(4e-3, 0.1), decoupled_weight_decay=(False, True)),
+    "RAdam": dict(betas=((0.9, 0.999), (0.5, 0.9), (0.9, 0.5)), eps=(1e-8, 1e-3),
+                  decoupled_weight_decay=(False, True)),
+    "Adadelta": dict(rho=(0.9, 0.5, 0.0), eps=(1e-6, 1e-3)),
+    "ASGD": dict(lambd=(1e-4, 0.1), alpha=(0.75, 0.5), t0=(1e6, 3.0, 0.0)),
+    "Rprop": dict(etas=((0.5, 1.2), (0.3, 1.5)), step_sizes=((1e-6, 50.0), (1e-3, 0.01))),
+}
+
+
+@needs_core
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("name", sorted(RANDOM_VALUES))
+def test_random_hyperparameter_values_step_as_torch(name, seed):
+    """Hyperparameter values drawn at random (seeded) for float64 params of sizes that hit the
+    SIMD tails, 7-12 steps of random gradients of mixed scales (some all zero): params and every
+    state entry as torch.optim's for-loop gives them, to float64 rounding."""
+    rng = np.random.default_rng([seed, sorted(RANDOM_VALUES).index(name)])
+    kwargs = {key: values[rng.integers(len(values))]
+              for key, values in RANDOM_VALUES[name].items()}
+    if name == "SGD" and kwargs["nesterov"]:  # torch: Nesterov needs momentum, no dampening
+        kwargs.update(momentum=0.9, dampening=0.0)
+    if name != "Rprop":
+        kwargs["weight_decay"] = float(rng.choice([0.0, 1e-2, 0.3]))
+    kwargs["lr"] = 1.0 if name == "Adadelta" else float(10 ** rng.uniform(-4, -1))
+    kwargs["maximize"] = bool(rng.integers(2))
+    sizes = [int(n) for n in rng.choice([1, 7, 31, 100, 1000], size=rng.integers(1, 4))]
+    start = [torch.from_numpy(rng.standard_normal(n)) for n in sizes]
+    ours = [torch.nn.Parameter(x.clone()) for x in start]
+    theirs = [torch.nn.Parameter(x.clone()) for x in start]
+    ours_opt = getattr(pt, name)(ours, **kwargs)
+    theirs_opt = getattr(torch.optim, name)(theirs, foreach=False, **kwargs)
+    for _ in range(int(rng.integers(7, 13))):
+        for p, q, n in zip(ours, theirs, sizes):
+            g = torch.from_numpy(rng.standard_normal(n) * rng.choice([1.0, 1e-3, 10.0]))
+            if rng.random() < 0.1:
+                g.zero_()
+            p.grad, q.grad = g.clone(), g.clone()
+        ours_opt.step()
+        theirs_opt.step()
+    assert_same_state(ours_opt, theirs_opt, ours, theirs, context=f"{name}({kwargs}): ",
+                      **TOLERANCES[torch.float64])
 
 
 # pyoptim's own optimizers, not in torch.optim: name -> (hyperparameters, state names)
