@@ -125,7 +125,8 @@ def assert_close(actual, expected, tolerance, what):
     expected = np.asarray(expected).astype(np.float64)
     rtol, atol = tolerance
     if (rtol, atol) == EXACT:
-        same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+        same = ((actual == expected) & (np.signbit(actual) == np.signbit(expected))) | (
+            np.isnan(actual) & np.isnan(expected))
         if not same.all():
             first = np.argwhere(~same)[0]
             raise AssertionError(
