@@ -9,6 +9,8 @@ simulator (``__cuda_ndarray__``); they are passed on untouched to the CUDA backe
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 HOST = "cpu"
@@ -23,7 +25,10 @@ _DLPACK_CPU = 1
 
 
 def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "device") and hasattr(x, "dtype")
+    """Whether x is a PyTorch tensor, of torch's classes or a subclass defined anywhere (a
+    tensor exists only once torch is imported: this never imports it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _has_cuda_interface(x) -> bool:

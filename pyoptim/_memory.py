@@ -39,8 +39,10 @@ def library(x) -> str:
     """'numpy', 'torch', 'cupy' or 'numba' for an array pyoptim can update."""
     if isinstance(x, np.ndarray):
         return "numpy"
+    if _arrays._is_torch(x):  # a subclass defined anywhere is torch's too
+        return "torch"
     module = type(x).__module__.split(".")[0]
-    if module in ("torch", "cupy", "numba"):
+    if module in ("cupy", "numba"):
         return module
     if _arrays.is_device_array(x):
         raise TypeError(

@@ -218,6 +218,36 @@ def test_a_step_moves_the_version_counter_of_the_torch_tensors_it_wrote(backend)
         saved.backward()
 
 
+class TensorOfOurOwn(torch.Tensor):
+    """A torch.Tensor subclass defined outside torch, as libraries and users define them."""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_torch_tensor_subclass_defined_outside_torch_is_handled_as_a_tensor(backend, dtype):
+    """A subclass takes the tensor path wherever it is defined: its memory is written in place
+    (bfloat16 included, which DLPack alone cannot hand to NumPy, and a param that requires
+    grad, which DLPack refuses to export), its version counter moves, and a negated view is
+    refused by name rather than stepped with the opposite sign."""
+    torch_dtype = getattr(torch, dtype)
+    p = torch.linspace(-1, 1, 7, dtype=torch_dtype).as_subclass(TensorOfOurOwn)
+    p.requires_grad_(True)
+    g = torch.linspace(2, 3, 7, dtype=torch_dtype).as_subclass(TensorOfOurOwn)
+    numpy_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32
+    want = p.detach().float().numpy().astype(numpy_dtype)
+    reference.sgd(want, g.float().numpy().astype(numpy_dtype), step=1, lr=0.5)
+    address = p.data_ptr()
+    functional.sgd(p, g, step=1, lr=0.5, backend=backend)
+    assert p.data_ptr() == address and p._version == 1
+    np.testing.assert_array_equal(p.detach().float().numpy(), want.astype(np.float32))
+
+    negated = torch._neg_view(torch.ones(7, dtype=torch_dtype)).as_subclass(TensorOfOurOwn)
+    before = p.detach().clone()
+    with pytest.raises(TypeError, match="grad: a PyTorch tensor with its negative bit set"):
+        functional.sgd(p, negated, step=1, lr=0.5, backend=backend)
+    assert torch.equal(p.detach(), before)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_and_numpy_arrays_mix_on_the_host(backend):
     p = torch.ones(100, dtype=torch.float64)
