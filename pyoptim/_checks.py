@@ -58,8 +58,13 @@ def check(opt_name: str, param: Buffer, grad: Buffer, states: list[Buffer]) -> N
             f"{where} unsupported dtypes (param {param.dtype}, grad {grad.dtype}, state "
             f"{state_dtype}); supported (param, grad, state): {_spec.supported_dtypes_text()}"
         )
-    extents = sorted((b.address, b.address + b.nbytes, b.name)
-                     for b in (param, grad, *states) if b.nbytes > 0)
+    _refuse_overlap(where, [(b.address, b.nbytes, b.name) for b in (param, grad, *states)])
+
+
+def _refuse_overlap(where: str, spans: list[tuple[int, int, str]]) -> None:
+    """ValueError naming two of these (address, nbytes, name) spans that share memory."""
+    extents = sorted((address, address + nbytes, name) for address, nbytes, name in spans
+                     if nbytes > 0)
     for (_, end, first), (start, _, second) in zip(extents, extents[1:]):
         if start < end:
             raise ValueError(
@@ -97,3 +102,12 @@ def host_scalar(opt_name: str, name: str, value) -> "np.ndarray":
     if not array.flags.writeable:
         raise ValueError(f"{where} is read-only; it is updated in place")
     return array
+
+
+def host_scalars_apart(opt_name: str, host: dict, arrays: dict) -> None:
+    """The host scalar states (host_scalar's) share memory with none of the call's other
+    arrays (NumPy views of host arrays; GPU arrays: {}) and with each other: a step writes
+    each, and would overwrite the other."""
+    spans = [(a.__array_interface__["data"][0], a.nbytes, name)
+             for name, a in (*host.items(), *arrays.items())]
+    _refuse_overlap(f"{opt_name}:", spans)

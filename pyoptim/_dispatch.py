@@ -38,15 +38,17 @@ def functional_step(opt: _spec.Optimizer, param, grad, states: dict, step, hp: d
     arrays = {"param": param, "grad": grad, **{name: states[name] for name in needed}}
     placement = _arrays.placement(arrays)
     backend = _choose_backend(backend, placement)
+    views = _host_views(arrays) if placement == _arrays.HOST else None
+    if host:
+        _checks.host_scalars_apart(opt.name, host, views or {})
     if backend == "numpy":
-        _reference_step(opt, arrays, needed, host, step, hp)
+        _reference_step(opt, views, needed, host, step, hp)
     else:
-        _kernel_step(opt, arrays, needed, host, step, hp, backend)
+        _kernel_step(opt, arrays if views is None else views, needed, host, step, hp, backend)
     _mark_torch_written([param, *(states[name] for name in needed + opt.host_states)])
 
 
-def _reference_step(opt, arrays: dict, needed: list, host: dict, step: int, hp: dict) -> None:
-    views = _host_views(arrays)
+def _reference_step(opt, views: dict, needed: list, host: dict, step: int, hp: dict) -> None:
     _checks.check(
         opt.name,
         _checks.host_buffer("param", views["param"]),
@@ -63,16 +65,16 @@ def _kernel_step(opt, arrays: dict, needed: list, host: dict, step: int, hp: dic
                  backend: str) -> None:
     current = {name: array.reshape(()).copy() for name, array in host.items()}
     flags, scalars = opt.flag_mask(hp, step, current), opt.scalars(hp, step, host=current)
+    advanced = opt.advance_host(hp, step, current)  # raises before anything is written
     if backend == "cuda":
         from . import _cuda  # noqa: PLC0415 (imports numba only when a GPU array comes)
 
         _cuda.step(opt, flags, [arrays["param"]], [arrays["grad"]],
                    {name: [arrays[name]] for name in needed}, scalars)
-    else:
-        views = _host_views(arrays)
-        _cpu.step(opt, flags, [views["param"]], [views["grad"]],
-                  {name: [views[name]] for name in needed}, scalars)
-    for name, value in opt.advance_host(hp, step, current).items():  # after the step succeeded
+    else:  # arrays: NumPy views of host arrays
+        _cpu.step(opt, flags, [arrays["param"]], [arrays["grad"]],
+                  {name: [arrays[name]] for name in needed}, scalars)
+    for name, value in advanced.items():  # after the step succeeded
         host[name][...] = value
 
 

@@ -301,16 +301,19 @@ class Optimizer:
         host = [self._host_values(h) for _, _, h in keys]
         flags = [self._spec.flag_mask(hps[g], t, h) for (g, t, _), h in zip(keys, host)]
         scalars = [self._spec.scalars(hps[g], t, factor, h) for (g, t, _), h in zip(keys, host)]
+        # torch's scalar states after this step, worked out before it: one that cannot be
+        # computed (ASGD's eta) raises while nothing is written yet
+        advanced = [self._spec.advance_host(hps[g], t, h) for (g, t, _), h in zip(keys, host)]
         runner.run(flags, scalars, rows, self.clip_value, keys, hps, factor)
 
         if self._torch_params:
             _arrays.mark_written(self._torch_params if everything else
                                  [self._params[i] for i in self._torch_indices if present[i]])
         if self._host:  # torch's scalar states move on, as torch's step does
-            for row, ((g, t, _), h) in enumerate(zip(keys, host)):
+            for row, ((g, _, _), values) in enumerate(zip(keys, advanced)):
                 members = self._members(g) if rows is None else \
                     [i for i, r in enumerate(rows) if r == row and present[i]]
-                for name, value in self._spec.advance_host(hps[g], t, h).items():
+                for name, value in values.items():
                     self._host[name][members] = value
         if everything:
             steps += 1

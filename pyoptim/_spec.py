@@ -12,6 +12,7 @@ The equations themselves are in pyoptim.reference.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from dataclasses import dataclass
@@ -91,7 +92,13 @@ def check_step(step: Any) -> int:
         raise TypeError(f"step must be an integer >= 1, got {type(step).__name__}") from None
     if step < 1:
         raise ValueError(f"invalid step={step}: expected the 1-based number of this update (>= 1)")
+    if step > _LARGEST_STEP:  # its powers and products are computed in float64
+        raise ValueError(f"invalid step of {len(str(step))} digits: expected at most "
+                         f"{_LARGEST_STEP:.3e}, the largest float64")
     return step
+
+
+_LARGEST_STEP = int(np.finfo(np.float64).max)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,8 +454,15 @@ def _asgd_advance(hp, step, host):
     lr = float(hp["lr"])
     eta = np.asarray(host["eta"])
     mu = np.asarray(host["mu"])
-    return {"eta": eta.dtype.type(lr / ((1 + hp["lambd"] * lr * step) ** hp["alpha"])),
-            "mu": mu.dtype.type(1 / max(1, step - hp["t0"]))}
+    try:  # float() refuses the complex power of a negative base
+        next_eta = float(lr / ((1 + hp["lambd"] * lr * step) ** hp["alpha"]))
+    except (ArithmeticError, TypeError) as e:  # a zero or overflowing power
+        next_eta = e
+    if not isinstance(next_eta, float) or not math.isfinite(next_eta):
+        raise ValueError(
+            f"lambd={hp['lambd']!r}, alpha={hp['alpha']!r}: eta after step {step}, "
+            f"lr / (1 + lambd*lr*{step})^alpha, is not a finite real number ({next_eta})")
+    return {"eta": eta.dtype.type(next_eta), "mu": mu.dtype.type(1 / max(1, step - hp["t0"]))}
 
 
 def _asgd_scalars(hp, step, grad_factor, host):

@@ -55,11 +55,13 @@ def _setup(opt, hp, step, grad_factor, param, compute_dtype, host=None):
 
 
 def _host(opt, hp, step, arrays):
-    """The host states' current values, and a function that stores their next ones."""
+    """The host states' current values, and a function that stores their next ones (worked out
+    here, before the step writes anything: one that cannot be computed raises first)."""
     current = {name: np.asarray(a).reshape(()).copy() for name, a in arrays.items()}
+    advanced = opt.advance_host(hp, step, current)
 
     def advance():
-        for name, value in opt.advance_host(hp, step, current).items():
+        for name, value in advanced.items():
             arrays[name][...] = value
 
     return current, advance

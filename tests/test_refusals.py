@@ -247,6 +247,7 @@ def test_invalid_hyperparameters_are_refused(backend, fn, kwargs, pattern):
     (1.5, TypeError, r"step must be an integer >= 1, got float"),
     (True, TypeError, r"step must be an integer >= 1, got bool"),
     (None, TypeError, r"step must be an integer"),
+    (10**400, ValueError, r"invalid step of 401 digits: expected at most 1.798e\+308"),
 ])
 def test_a_bad_step_is_refused(backend, step, error, pattern):
     a = adam_arrays()
@@ -279,6 +280,64 @@ def test_host_scalar_state_is_unchanged_when_the_step_is_refused(backend):
     with pytest.raises(ValueError, match=r"grad has shape"):
         functional.asgd(p, g, ax=ax, eta=eta, mu=mu, step=3, backend=backend)
     assert eta == np.float32(0.01) and mu[0] == 1.0
+
+
+def asgd_arrays():
+    return dict(param=np.ones(N, np.float32), grad=np.linspace(-1, 1, N, dtype=np.float32),
+                ax=np.zeros(N, np.float32), eta=np.full((), 0.01, np.float32),
+                mu=np.ones(1, np.float32))
+
+
+@pytest.mark.parametrize(("eta", "mu", "pattern"), [
+    (lambda a: a["mu"], lambda a: a["mu"], r"asgd: eta and mu share memory"),
+    (lambda a: a["ax"][:1], lambda a: a["mu"], r"asgd: (ax and eta|eta and ax) share memory"),
+    (lambda a: a["eta"], lambda a: a["grad"][N - 1:], r"asgd: (grad and mu|mu and grad) share"),
+    (lambda a: a["eta"], lambda a: a["param"].view(np.uint8)[2:6].view(np.float32),
+     r"asgd: (param and mu|mu and param) share memory"),
+])
+def test_a_host_scalar_state_sharing_memory_is_refused(backend, eta, mu, pattern):
+    """eta and mu are written by the step, as param and the state buffers are: one that
+    shares memory with another argument, in whole or in part, would overwrite it."""
+    a = asgd_arrays()
+    a["eta"], a["mu"] = eta(a), mu(a)
+    before = snapshot(a)
+    with pytest.raises(ValueError, match=pattern):
+        functional.asgd(a["param"], a["grad"], ax=a["ax"], eta=a["eta"], mu=a["mu"], step=2,
+                        backend=backend)
+    assert_unchanged(before, a)
+
+
+def test_nadam_mu_product_sharing_memory_is_refused(backend):
+    a = {k: v for k, v in adam_arrays().items() if k != "max_exp_avg_sq"}
+    before = snapshot(a)
+    with pytest.raises(ValueError, match=r"nadam: (exp_avg and mu_product|mu_product and "
+                                         r"exp_avg) share memory"):
+        functional.nadam(a["param"], a["grad"], exp_avg=a["exp_avg"], exp_avg_sq=a["exp_avg_sq"],
+                         mu_product=a["exp_avg"][3:4], step=1, backend=backend)
+    assert_unchanged(before, a)
+
+
+@pytest.mark.parametrize(("hp", "step", "cause"), [
+    (dict(alpha=-float("inf")), 1, "division by zero"),
+    (dict(alpha=1e308), 1, "out of range"),
+    (dict(lambd=-1000.0), 1, "complex"),
+])
+def test_an_asgd_step_whose_next_eta_cannot_be_computed_changes_nothing(backend, hp, step, cause):
+    """eta after the step, lr / (1 + lambd lr t)^alpha, is worked out before the step writes
+    anything: where it is not a finite real number the call is refused and param, ax, eta and
+    mu keep their values (they were written before and eta then failed: half a step)."""
+    a = asgd_arrays()
+    before = snapshot(a)
+    with pytest.raises(ValueError, match=rf"lambd=.*alpha=.*eta after step {step}.*{cause}"):
+        functional.asgd(a["param"], a["grad"], ax=a["ax"], eta=a["eta"], mu=a["mu"], step=step,
+                        backend=backend, **hp)
+    assert_unchanged(before, a)
+    params = [np.ones(N, np.float32), np.ones(3, np.float32)]
+    opt = pyoptim.ASGD(params, lr=0.01, backend=backend, **hp)
+    with pytest.raises(ValueError, match=rf"eta after step 1.*{cause}"):
+        opt.step([np.ones(N, np.float32), np.ones(3, np.float32)])
+    assert all((p == 1).all() for p in params)
+    assert opt.state[0]["step"] == 0 and opt.state[0]["eta"] == np.float32(0.01)
 
 
 def test_a_wrongly_typed_hyperparameter_is_refused(backend):
