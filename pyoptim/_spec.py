@@ -485,8 +485,9 @@ def _rprop_check(hp):
         raise TypeError(f"step_sizes must be a pair (min, max), got {sizes!r}")
     if not 0.0 < _real("etas[0]", etas[0]) < 1.0 < _real("etas[1]", etas[1]):
         raise ValueError(f"invalid etas={tuple(etas)!r}: expected 0 < etaminus < 1 < etaplus")
-    _real("step_sizes[0]", sizes[0])
-    _real("step_sizes[1]", sizes[1])
+    for i, size in enumerate(sizes):
+        if math.isnan(_real(f"step_sizes[{i}]", size)):  # clamp's bound: NaN has no order
+            raise ValueError(f"invalid step_sizes={tuple(sizes)!r}: expected numbers, not NaN")
 
 
 def _rprop_scalars(hp, step, grad_factor, host):

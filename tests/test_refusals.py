@@ -228,6 +228,9 @@ def test_a_state_buffer_the_options_need_is_required(backend, fn, kwargs, missin
     ("asgd", dict(lr=-0.1), r"asgd: invalid lr"),
     ("rprop", dict(etas=(1.2, 0.5)), r"rprop: invalid etas=\(1.2, 0.5\): expected 0 < etaminus"),
     ("rprop", dict(etas=(0.5, 1.0)), r"rprop: invalid etas"),
+    ("rprop", dict(step_sizes=(float("nan"), 50.0)), r"rprop: invalid step_sizes=\(nan, 50.0\): "
+                                                     r"expected numbers, not NaN"),
+    ("rprop", dict(step_sizes=(1e-6, float("nan"))), r"rprop: invalid step_sizes"),
     ("lion", dict(betas=(0.9, 1.5)), r"lion: invalid betas\[1\]"),
 ])
 def test_invalid_hyperparameters_are_refused(backend, fn, kwargs, pattern):
