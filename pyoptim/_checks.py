@@ -73,10 +73,16 @@ def _refuse_overlap(where: str, spans: list[tuple[int, int, str]]) -> None:
             )
 
 
+def dtype_name(dtype) -> str:
+    """A NumPy dtype's name for the checks: 'big-endian float32' for '>f4', which no backend
+    reads (its bytes are not a native float32)."""
+    return dtype.name if dtype.byteorder != ">" else "big-endian " + dtype.name
+
+
 def host_buffer(name, array) -> Buffer:
     return Buffer(
         name=name,
-        dtype=array.dtype.name if array.dtype.byteorder != ">" else "big-endian " + array.dtype.name,
+        dtype=dtype_name(array.dtype),
         shape=tuple(array.shape),
         contiguous=bool(array.flags.c_contiguous),
         writeable=bool(array.flags.writeable),

@@ -224,12 +224,13 @@ def _from_torch(name, t) -> DeviceArray:
 
 
 def _dtype_name(typestr: str, declared) -> str:
-    if declared is not None:
-        return declared if isinstance(declared, str) else np.dtype(declared).name
-    if typestr == "<V2":  # torch's and ml_dtypes' typestr for bfloat16
-        return "bfloat16"
-    dtype = np.dtype(typestr)
-    return dtype.name if dtype.byteorder != ">" else "big-endian " + dtype.name
+    if isinstance(declared, str):
+        return declared
+    if declared is None:
+        if typestr == "<V2":  # torch's and ml_dtypes' typestr for bfloat16
+            return "bfloat16"
+        declared = typestr
+    return _checks.dtype_name(np.dtype(declared))  # a declared '>f4' included
 
 
 def _c_contiguous(shape, strides, itemsize) -> bool:

@@ -405,6 +405,8 @@ REFUSALS = {
                     TypeError, "param has dtype uint16"),
     "big-endian": (lambda a: dict(grad=Interface(a["grad"], typestr=">f4")), TypeError,
                    "grad has dtype big-endian float32"),
+    "big-endian Numba array": (lambda a: dict(param=_device(">f4")), TypeError,
+                               "param has dtype big-endian float32"),
     "combination": (lambda a: dict(grad=_device(np.float64)), TypeError,
                     r"unsupported dtypes \(param float32, grad float64, state float32\); "
                     r"supported \(param, grad, state\): \(float32, float32, float32\)"),
