@@ -120,6 +120,9 @@ def _torch_to_numpy(t, name):
 def host_view(x, name: str) -> np.ndarray:
     """A NumPy array sharing x's memory (x itself if it is one)."""
     if isinstance(x, np.ndarray):
+        if isinstance(x, np.ma.MaskedArray):  # as the CUDA backend refuses a mask
+            raise TypeError(f"{name} is a masked array; pass an array without a mask (its "
+                            ".data is the memory an update would write, masked or not)")
         return x
     if _is_torch(x):
         return _torch_to_numpy(x, name)

@@ -169,6 +169,8 @@ def test_bad_constructor_arguments_are_refused(backend):
         ([buffer[:6], buffer[4:]], {}, ValueError, "share memory"),
         ([wide[:, 0]], {}, ValueError, "C-contiguous"),
         ([frozen], {}, ValueError, "read-only"),
+        ([ok, np.ma.masked_array(ok, mask=[0, 1, 0, 0])], {}, TypeError,
+         r"params\[1\] is a masked array"),
         ([np.zeros(3, np.int32)], {}, TypeError, "dtype"),
         ([[1.0, 2.0]], {}, TypeError, "expected an array"),
         ([ok], {"lr": -0.1}, ValueError, "lr"),

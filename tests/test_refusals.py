@@ -156,6 +156,15 @@ def test_a_big_endian_array_is_refused(backend):
     refused(backend, a, TypeError, r"exp_avg")
 
 
+@pytest.mark.parametrize("name", ["param", "grad", "exp_avg"])
+def test_a_masked_array_is_refused(backend, name):
+    """A step writes and reads every element of a masked array's memory, masked or not, and
+    the backends would treat its mask differently: refused, as on the CUDA backend."""
+    a = adam_arrays()
+    a[name] = np.ma.masked_array(a[name], mask=np.arange(N) % 2 == 0)
+    refused(backend, a, TypeError, rf"{name} is a masked array; pass an array without a mask")
+
+
 @pytest.mark.parametrize(("first", "second"), [
     ("param", "grad"), ("param", "exp_avg"), ("exp_avg", "exp_avg_sq"), ("grad", "exp_avg_sq"),
 ])
