@@ -260,6 +260,11 @@ clip_value: if given, each gradient element, after its multiplication by grad_fa
   m.def("get_num_threads", &num_threads, "The number of threads a step uses.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("set_num_threads: n must be at least 1, got " + std::to_string(n));
+    if (n > max_threads() && max_threads() > 1) {
+      throw py::value_error("set_num_threads: n must be at most " + std::to_string(max_threads()) +
+                            " (1024, or the number of processors where there are more), got " +
+                            std::to_string(n));
+    }
     if (n > 1 && forked_child()) {
       throw std::runtime_error(
           "set_num_threads: this process was forked after pyoptim was loaded, and OpenMP cannot "

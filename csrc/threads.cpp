@@ -44,6 +44,15 @@ int num_threads() {
 
 void set_calling_thread_num_threads(int n) { t_num_threads = std::max(0, n); }
 
+int max_threads() {
+#ifdef _OPENMP
+  static const int bound = std::max(1024, omp_get_num_procs());
+  return bound;
+#else
+  return 1;
+#endif
+}
+
 bool forked_child() { return g_forked.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) { g_num_threads.store(std::max(1, n), std::memory_order_relaxed); }

@@ -18,6 +18,13 @@ void set_num_threads(int n);
 // pyoptim.torch's steps follow torch's intra-op thread count this way, as torch.optim's do.
 void set_calling_thread_num_threads(int n);
 
+// The most threads a parallel region starts: max(1024, the processors this process may run
+// on). set_num_threads refuses more; a count that comes from elsewhere (OMP_NUM_THREADS, torch's
+// through set_calling_thread_num_threads) is capped at it. libgomp starts a team of n threads
+// with n entries on the caller's stack and exits the process when it cannot create one: tens of
+// thousands crash it, and more threads than processors never make a step faster.
+int max_threads();
+
 // Whether this process was forked after pyoptim was loaded: its steps then run on one thread,
 // and num_threads() is 1 (threads.cpp).
 bool forked_child();
@@ -37,7 +44,8 @@ inline constexpr std::int64_t kGrain = 64;
 // only decides who computes an element, never how: results do not depend on the thread count.
 template <class Body>
 void parallel_for(std::int64_t n, const Body& body) {
-  const std::int64_t wanted = std::min<std::int64_t>(num_threads(), n / min_elements_per_thread());
+  const std::int64_t wanted =
+      std::min<std::int64_t>({num_threads(), n / min_elements_per_thread(), max_threads()});
   if (wanted <= 1) {
     body(std::int64_t{0}, n);
     return;
@@ -61,7 +69,7 @@ void parallel_for(std::int64_t n, const Body& body) {
 template <class Body>
 void parallel_for_blocks(std::int64_t count, std::int64_t total_elements, const Body& body) {
   const std::int64_t threads = std::min<std::int64_t>(
-      {num_threads(), total_elements / min_elements_per_thread(), count});
+      {num_threads(), total_elements / min_elements_per_thread(), count, max_threads()});
   if (threads <= 1) {
     for (std::int64_t b = 0; b < count; ++b) body(b);
     return;

@@ -64,7 +64,9 @@ __all__ = [
 
 def set_num_threads(n: int) -> None:
     """Sets the number of threads pyoptim's CPU kernels use (default: OMP_NUM_THREADS, else the
-    number of cores). Results do not depend on it: they are bit-identical for any count. In a
+    number of cores), at most max(1024, the number of processors): more raise ValueError
+    (OpenMP's runtime cannot start tens of thousands of threads without crashing the process).
+    Results do not depend on it: they are bit-identical for any count. In a
     process forked after pyoptim was loaded, pyoptim runs on one thread and n > 1 raises
     RuntimeError (OpenMP cannot start threads there); use multiprocessing's 'spawn' or
     'forkserver' start method for threads in child processes. pyoptim.torch's optimizers use

@@ -4,6 +4,7 @@ it; the GIL is released while the kernel runs; many arrays in one call equal one
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -63,6 +64,40 @@ def test_set_and_get_num_threads(threads):
         with pytest.raises(ValueError, match=r"n must be at least 1"):
             pyoptim.set_num_threads(bad)
     assert pyoptim.get_num_threads() == 3
+
+
+_TOO_MANY = """
+import numpy as np
+import pyoptim
+from pyoptim import _cpu, functional
+
+core = _cpu.core()
+try:
+    pyoptim.set_num_threads(1 << 20)
+except ValueError as e:
+    print(e)
+core._set_min_elements_per_thread(1)  # so that a small array asks for as many threads as it can
+core._set_calling_thread_num_threads(1 << 20)  # a count from elsewhere (torch's) is capped
+p, g = np.ones(1 << 20, np.float32), np.linspace(-1, 1, 1 << 20, dtype=np.float32)
+want = p.copy()
+functional.sgd(want, g, step=1, lr=0.5, backend="numpy")
+functional.sgd(p, g, step=1, lr=0.5)
+print("same" if (p == want).all() else "differs")
+"""
+
+
+def test_a_thread_count_beyond_the_bound_is_refused_or_capped(tmp_path):
+    """libgomp crashes the process when asked for tens of thousands of threads (its team starts
+    from the caller's stack): set_num_threads refuses counts above max(1024, processors), and a
+    count that comes from elsewhere is capped at it. In a subprocess: before the bound, this
+    crashed."""
+    out = subprocess.run([sys.executable, "-c", _TOO_MANY], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    refused, result = out.stdout.strip().splitlines()
+    assert re.fullmatch(r"set_num_threads: n must be at most \d+ \(1024, or the number of "
+                        r"processors where there are more\), got 1048576", refused), refused
+    assert result == "same"
 
 
 @pytest.mark.parametrize("count", ["1", "3"])
