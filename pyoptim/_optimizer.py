@@ -42,7 +42,8 @@ NO_PARAMS = object()
 
 
 class GradAddresses:
-    """A step's host gradients by address, for callers that have checked them (pyoptim.torch):
+    """A step's host gradients by address, for callers that have checked them and that the
+    params' memory did not move (pyoptim.torch):
     ``addresses[i]`` is 0 (param i takes no step) or the address of a C-contiguous buffer of
     param i's shape and dtype; ``owners`` holds the objects that own that memory, so that it
     lives until the step returns (the kernels run without the GIL). The C++ backend takes them
@@ -53,6 +54,10 @@ class GradAddresses:
     def __init__(self, addresses: list[int], owners: list):
         self.addresses = addresses
         self.owners = owners
+
+
+def _DATA_PTR(tensor) -> int:
+    return tensor.data_ptr()
 
 
 class ParamState(Mapping):
@@ -156,9 +161,11 @@ class Optimizer:
         self._plan = None
         self._lock = threading.Lock()
         # the params that are torch tensors (by index, and the tensors): a step tells autograd
-        # it wrote them (_arrays.mark_written)
+        # it wrote them (_arrays.mark_written), once it checked they still have the memory
+        # it writes (their data_ptr() then: _check_not_moved)
         self._torch_indices: list[int] = []
         self._torch_params: list = []
+        self._torch_pointers: list[int] = []
         if params is NO_PARAMS:
             return
 
@@ -249,10 +256,25 @@ class Optimizer:
         finally:
             self._lock.release()
 
+    def _check_not_moved(self) -> None:
+        """RuntimeError when a torch param's memory is no longer the memory this optimizer
+        writes (its .data replaced): the step would update memory the tensor no longer has."""
+        if self._torch_params and \
+                list(map(_DATA_PTR, self._torch_params)) != self._torch_pointers:
+            j = next(j for j, (p, address) in
+                     enumerate(zip(self._torch_params, self._torch_pointers))
+                     if p.data_ptr() != address)
+            raise RuntimeError(
+                f"{type(self).__name__}: params[{self._torch_indices[j]}] no longer has the "
+                "memory this optimizer was built with (its .data was replaced, e.g. by "
+                "module.to() or .half()); build the optimizer after moving or converting the "
+                "model")
+
     def _step(self, grads, grad_scale) -> bool:
         if isinstance(grads, GradAddresses):
             present = None  # made below, cheaply when every param has a grad
         else:
+            self._check_not_moved()
             grads = self._grads(grads)
             present = [g is not None for g in grads]
         scale = 1.0
@@ -670,6 +692,7 @@ class _Pending:
             if _arrays._is_torch(p):
                 opt._torch_indices.append(i)
                 opt._torch_params.append(p)
+                opt._torch_pointers.append(p.data_ptr())
 
 
 def _check_backend(backend, placement) -> None:

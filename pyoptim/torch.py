@@ -225,7 +225,7 @@ class Optimizer(torch.optim.Optimizer):
         engine.add_param_group(_engine_keys(group, engine))
         engine.param_groups[-1].update(_extra_keys(group, engine))
         self.param_groups = engine.param_groups  # the same dicts: schedulers write lr here
-        self._pointers = [p.data_ptr() for p in engine._params]
+        self._pointers = engine._torch_pointers  # every param's data_ptr() (all are tensors)
         self._metadata = _metadata_lines(engine._params)
         self._dtypes = [p.dtype for p in engine._params]
         self._numels = [p.numel() for p in engine._params]
@@ -270,7 +270,7 @@ class Optimizer(torch.optim.Optimizer):
         elif self._by_address:
             given = self._grad_addresses()
         if given is None:
-            self._check_not_moved()
+            engine._check_not_moved()
             given = self._views([p.grad for p in engine._params])
         grad_scale = None if grad_scale is None else float(grad_scale)
         if engine._placement == _arrays.HOST:  # on torch's intra-op thread count, as torch.optim
@@ -350,15 +350,6 @@ class Optimizer(torch.optim.Optimizer):
             return None
         return GradAddresses(addresses, held)
 
-    def _check_not_moved(self) -> None:
-        pointers = [p.data_ptr() for p in self._engine._params]
-        if pointers != self._pointers:
-            i = next(i for i, (a, b) in enumerate(zip(pointers, self._pointers)) if a != b)
-            raise RuntimeError(
-                f"{type(self).__name__}: params[{i}] no longer has the memory this optimizer "
-                "was built with (its .data was replaced, e.g. by module.to() or .half()); build "
-                "the optimizer after moving or converting the model")
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         """torch.optim's zero_grad. With ``flat_grads=True``, every param's ``.grad`` is its view
         of the flat grad buffers again, zeroed (one fill per buffer), whatever ``set_to_none``
@@ -370,7 +361,7 @@ class Optimizer(torch.optim.Optimizer):
         if not hasattr(self, "_zero_grad_profile_name"):
             self._patch_step_function()
         with torch.autograd.profiler.record_function(self._zero_grad_profile_name):
-            self._check_not_moved()
+            self._engine._check_not_moved()
             flat.zero(self._engine._params, set_to_none)
 
     # -----------------------------------------------------------------------------------------

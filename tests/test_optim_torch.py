@@ -108,6 +108,35 @@ def test_torch_tensors_as_params_and_grads_are_updated_in_place():
     assert opt.state[1]["exp_avg"].dtype == np.float32
 
 
+@pytest.mark.parametrize("move", ["data", "set_", "module.double()"])
+def test_a_torch_param_whose_memory_was_replaced_is_refused_and_nothing_changes(move):
+    """The optimizer writes the memory a torch param had when it was built. Where the tensor
+    was given other memory since (.data, set_(), module.double()), a step would update memory
+    the tensor no longer has and report success: refused by name, before anything is written
+    (the NumPy param beside it, the state, the step count)."""
+    layer = torch.nn.Linear(3, 2, bias=False)
+    a = np.ones(5, np.float32)
+    opt = pyoptim.Adam([a, layer.weight], lr=0.1)
+    grads = [np.ones(5, np.float32), torch.ones(2, 3)]
+    opt.step(grads)
+    if move == "data":
+        layer.weight.data = torch.zeros(2, 3)
+    elif move == "set_":
+        with torch.no_grad():
+            layer.weight.set_(torch.zeros(2, 3))
+    else:
+        layer.double()
+    before = (a.copy(), layer.weight.detach().clone(), opt.state[0]["exp_avg"].copy())
+    for g in (torch.ones(2, 3), torch.ones(2, 3, dtype=layer.weight.dtype)):
+        with pytest.raises(RuntimeError, match=r"Adam: params\[1\] no longer has the memory "
+                                               r"this optimizer was built with"):
+            opt.step([np.ones(5, np.float32), g])
+    np.testing.assert_array_equal(a, before[0])
+    assert torch.equal(layer.weight.detach(), before[1])
+    np.testing.assert_array_equal(opt.state[0]["exp_avg"], before[2])
+    assert opt.state[0]["step"] == opt.state[1]["step"] == 1
+
+
 @needs_core
 def test_a_step_moves_the_version_counter_of_the_torch_tensors_it_wrote():
     """autograd does not see pyoptim write a tensor's memory: the step moves the version counter
