@@ -94,12 +94,14 @@ def host_buffer(name, array) -> Buffer:
 def host_scalar(opt_name: str, name: str, value) -> "np.ndarray":
     """A scalar state kept on the host (NAdam's mu_product, ASGD's eta and mu): a writeable NumPy
     array (or host array) of one float32 or float64 element, updated in place."""
-    from ._arrays import host_view  # noqa: PLC0415
+    from ._arrays import _is_torch, host_view  # noqa: PLC0415
 
     where = f"{opt_name}: {name}"
     try:
         array = host_view(value, name)
-    except TypeError:
+    except TypeError as e:
+        if _is_torch(value):  # a tensor whose memory is not its value: host_view says why
+            raise TypeError(f"{opt_name}: {e}") from None
         raise TypeError(f"{where} must be a one-element float32 or float64 host array (torch's "
                         f"scalar state), got {type(value).__name__}") from None
     if array.size != 1 or array.dtype.name not in ("float32", "float64"):

@@ -273,13 +273,18 @@ def test_a_bad_step_is_refused(backend, step, error, pattern):
     ("mu_product", np.ones(2, np.float32), TypeError, r"mu_product must be a one-element.*shape"),
     ("mu_product", np.ones((), np.int64), TypeError, r"mu_product must be a one-element.*int64"),
     ("mu_product", "read-only", ValueError, r"nadam: mu_product is read-only"),
+    ("mu_product", "negated tensor", TypeError,
+     r"nadam: mu_product: a PyTorch tensor with its negative bit set"),
 ])
 def test_host_scalar_state_is_checked(backend, name, value, error, pattern):
     p, g = np.ones(N, np.float32), np.ones(N, np.float32)
     st = dict(exp_avg=np.zeros(N, np.float32), exp_avg_sq=np.zeros(N, np.float32))
-    if isinstance(value, str):
+    if isinstance(value, str) and value == "read-only":
         value = np.ones((), np.float32)
         value.flags.writeable = False
+    elif isinstance(value, str):  # "negated tensor"
+        torch = pytest.importorskip("torch", reason="torch is not installed")
+        value = torch._neg_view(torch.ones(()))
     before = snapshot(dict(p=p, **st))
     with pytest.raises(error, match=pattern):
         functional.nadam(p, g, **st, mu_product=value, step=1, backend=backend)
