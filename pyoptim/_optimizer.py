@@ -319,7 +319,8 @@ class Optimizer:
             for i, on in enumerate(present):
                 key = (self._group_of[i], int(steps[i]) + 1, self._host_of(i))
                 rows.append(table.setdefault(key, len(table)) if on else 0)
-            keys = list(table) or [(0, 1, ())]
+            # no grad at all: one row all the same, with scalar states to compute it from
+            keys = list(table) or [(0, 1, self._host_of(0))]
         host = [self._host_values(h) for _, _, h in keys]
         flags = [self._spec.flag_mask(hps[g], t, h) for (g, t, _), h in zip(keys, host)]
         scalars = [self._spec.scalars(hps[g], t, factor, h) for (g, t, _), h in zip(keys, host)]

@@ -80,6 +80,30 @@ def test_cpu_class_equals_reference_class_bit_for_bit(case):
                              f"{name} of params[{i}] {combo}")
 
 
+@pytest.mark.parametrize("backend", [b for b in ("cpu", "numpy")
+                                     if b in pyoptim.available_backends()])
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_a_step_without_any_grad_changes_nothing(name, backend):
+    """All grads None (before the first backward, a skipped batch, everything frozen): no param,
+    state buffer, scalar state or step count changes, before the first step and after, as in
+    torch.optim. NAdam and ASGD raised KeyError here: with no param stepping, the scalars were
+    computed without their scalar states."""
+    rng = np.random.default_rng(5)
+    params = _params(rng, np.float32)
+    opt = CLASSES[name](params, backend=backend)
+    for _ in range(2):
+        before = [p.copy() for p in params]
+        state = [{k: np.array(v, copy=True) for k, v in opt.state[i].items()}
+                 for i in range(len(params))]
+        opt.step([None] * len(params))
+        for i, p in enumerate(params):
+            np.testing.assert_array_equal(p, before[i])
+            assert opt.state[i].keys() == state[i].keys()
+            for k, v in state[i].items():
+                np.testing.assert_array_equal(opt.state[i][k], v, err_msg=f"{k} of params[{i}]")
+        opt.step(_grads(rng, params, 1))
+
+
 @needs_core
 @pytest.mark.parametrize("case", [c for c in CASES if not c.hyperparameters.get("maximize")],
                          ids=lambda c: c.id)
