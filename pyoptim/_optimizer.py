@@ -119,6 +119,9 @@ class Optimizer:
     """Base class of pyoptim.SGD, Adagrad, RMSprop, Adam and AdamW; see pyoptim.optim."""
 
     _spec: _spec.Optimizer  # the math (pyoptim._spec)
+    # states torch sets at a param's first step from its group's hyperparameters then, not when
+    # the optimizer is built: a warmup schedule or an lr set before that step starts them
+    _started_at_first_step: tuple[str, ...] = ()
 
     def __init__(self, params, defaults: dict, *, state_dtype=None, max_grad_norm=None,
                  clip_value=None, skip_nonfinite=False, backend=None):
@@ -308,6 +311,8 @@ class Optimizer:
                 factor = scale * (1.0 if coefficient > 1.0 else coefficient)
 
         steps = self._steps
+        if self._started_at_first_step and not steps.all():
+            self._start_states([i for i, on in enumerate(present) if on and steps[i] == 0], hps)
         if everything and all(s is not None for s in self._group_steps) and \
                 self._host_uniform():
             rows = None  # the Plan's: row g for the params of group g
@@ -410,6 +415,19 @@ class Optimizer:
         from ._checkpoint import _refuse
 
         _refuse("a state entry has no 'step'")
+
+    def _start_states(self, indices: list[int], hps: list[dict]) -> None:
+        """Sets the states of _started_at_first_step for these params, about to take their
+        first step, from their groups' hyperparameters now, as torch does at that step."""
+        for i in indices:
+            g = self._group_of[i]
+            initial = self._spec.initial_host(hps[g])
+            for name in self._started_at_first_step:
+                if name in initial:
+                    self._host[name][i] = initial[name]
+                else:
+                    _memory.fill(self._buffers[i][name],
+                                 self._initial_value(name, self.param_groups[g]))
 
     def _initial_value(self, name: str, group: Mapping) -> float:
         """The value a state buffer starts at (Adagrad's sum: initial_accumulator_value)."""

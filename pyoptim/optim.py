@@ -283,6 +283,7 @@ class ASGD(Optimizer):
     """
 
     _spec = _spec.ASGD
+    _started_at_first_step = ("eta",)  # the lr of the param's first step
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
                  foreach=None, maximize=False, differentiable=False, capturable=False, *,
@@ -299,11 +300,13 @@ class ASGD(Optimizer):
 class Rprop(Optimizer):
     """Rprop, resilient backpropagation (torch.optim.Rprop; equations: pyoptim.reference.rprop).
 
-    State: ``prev`` (the last gradient), ``step_size`` (per element, starting at lr: lr enters
-    nowhere else, so changing it later, or a schedule, has no effect, as in torch).
+    State: ``prev`` (the last gradient), ``step_size`` (per element, starting at the lr of the
+    param's first step: lr enters nowhere else, so changing it later, or a schedule past that
+    step, has no effect, as in torch).
     """
 
     _spec = _spec.RPROP
+    _started_at_first_step = ("step_size",)
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
                  capturable=False, foreach=None, maximize=False, differentiable=False,

@@ -533,6 +533,39 @@ def test_a_step_without_any_grad_changes_nothing():
     assert len(opt.state) == 0 and opt.state_dict()["state"] == {}
 
 
+@pytest.mark.parametrize("name", ["ASGD", "Rprop"])
+@pytest.mark.parametrize("change", ["lr set before the first step", "warmup schedule"])
+def test_state_started_from_the_lr_is_started_at_a_params_first_step(name, change):
+    """torch starts ASGD's eta and Rprop's step_size at a param's first step, from its group's
+    lr then: an lr set after the optimizer is built, or a warmup schedule, starts them (they
+    were started from the constructor's lr). One param gets its first grad two steps later,
+    at another lr. float64, 9 steps, every state entry compared."""
+    params = {who: [torch.nn.Parameter(torch.linspace(-1, 1, 7, dtype=torch.float64)),
+                    torch.nn.Parameter(torch.linspace(2, 3, 5, dtype=torch.float64))]
+              for who in ("ours", "theirs")}
+    ours = getattr(pt, name)(params["ours"], lr=0.1)
+    theirs = getattr(torch.optim, name)(params["theirs"], lr=0.1)
+    schedules = []
+    for opt in (ours, theirs):
+        if change == "warmup schedule":
+            schedules.append(torch.optim.lr_scheduler.LambdaLR(opt, lambda k: (k + 1) / 4))
+        else:
+            opt.param_groups[0]["lr"] = 0.003
+    gen = torch.Generator().manual_seed(3)
+    for t in range(9):
+        grads = [torch.randn(7, generator=gen, dtype=torch.float64),
+                 torch.randn(5, generator=gen, dtype=torch.float64)]
+        for opt_params in params.values():
+            for i, (p, g) in enumerate(zip(opt_params, grads)):
+                p.grad = None if i == 1 and t < 2 else g.clone()
+        ours.step()
+        theirs.step()
+        for schedule in schedules:
+            schedule.step()
+        assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=1e-12,
+                          atol=1e-15, context=f"step {t + 1}: ")
+
+
 @needs_core
 def test_add_param_group_later_as_torch_does():
     """Unfreezing a layer mid-training: fc2 joins as a second group after 5 steps."""
