@@ -122,6 +122,10 @@ class Optimizer:
     # states torch sets at a param's first step from its group's hyperparameters then, not when
     # the optimizer is built: a warmup schedule or an lr set before that step starts them
     _started_at_first_step: tuple[str, ...] = ()
+    # whether a step refuses hyperparameter values (ValueError) as the constructor does, or only
+    # their types (pyoptim.torch: torch.optim checks values in the constructor and
+    # add_param_group, and steps with whatever a scheduler or the user set later)
+    _values_checked_each_step = True
 
     def __init__(self, params, defaults: dict, *, state_dtype=None, max_grad_norm=None,
                  clip_value=None, skip_nonfinite=False, backend=None):
@@ -288,8 +292,11 @@ class Optimizer:
         for g, hp in enumerate(hps):
             try:
                 self._spec.check(hp)
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"param_groups[{g}]: {e}") from None
+            except ValueError as e:
+                if self._values_checked_each_step:
+                    raise ValueError(f"param_groups[{g}]: {e}") from None
+            except TypeError as e:
+                raise TypeError(f"param_groups[{g}]: {e}") from None
         self._ensure_states(hps)
         runner = self._runner()
         everything = runner.set_grads(grads) == len(self._params)

@@ -193,6 +193,9 @@ class Optimizer(torch.optim.Optimizer):
         # the engine checks the hyperparameters and holds the state; torch's __init__ then adds
         # the param groups through add_param_group
         self._engine = self._engine_class(NO_PARAMS, *args, **kwargs)
+        # values are checked here and by add_param_group, as torch.optim checks them; a step
+        # takes what a scheduler or the user set since (LinearLR's decay to 0 can end at -3e-20)
+        self._engine._values_checked_each_step = False
         _check_lr(self._engine.defaults["lr"], "lr")
         self._pointers: list[int] = []
         self._metadata: np.ndarray | None = None  # the params' (_metadata_lines)

@@ -566,6 +566,43 @@ def test_state_started_from_the_lr_is_started_at_a_params_first_step(name, chang
                           atol=1e-15, context=f"step {t + 1}: ")
 
 
+@pytest.mark.parametrize(("name", "kwargs", "edit"), [
+    ("AdamW", {"lr": 1e-3}, "LinearLR decay to 0"),  # its recursion ends at lr = -3e-20
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}, "momentum set to 0"),
+])
+def test_values_set_after_construction_step_as_torch_steps_with_them(name, kwargs, edit):
+    """torch.optim checks hyperparameter values in its constructor and add_param_group, and
+    steps with whatever a scheduler or the user set since: a LinearLR decay to 0 whose last
+    lr rounds to -3e-20, a nesterov group's momentum set to 0. pyoptim.torch refused them at the
+    step (training stopped); it steps as torch does. float64, 14 steps."""
+    params = {who: [torch.nn.Parameter(torch.linspace(-1, 1, 9, dtype=torch.float64))]
+              for who in ("ours", "theirs")}
+    ours = getattr(pt, name)(params["ours"], **kwargs)
+    theirs = getattr(torch.optim, name)(params["theirs"], **kwargs)
+    schedules = []
+    for opt in (ours, theirs):
+        if edit == "LinearLR decay to 0":
+            schedules.append(torch.optim.lr_scheduler.LinearLR(opt, end_factor=0.0,
+                                                               total_iters=10))
+    gen = torch.Generator().manual_seed(4)
+    for t in range(14):
+        if edit == "momentum set to 0" and t == 5:
+            for opt in (ours, theirs):
+                opt.param_groups[0]["momentum"] = 0.0
+        g = torch.randn(9, generator=gen, dtype=torch.float64)
+        params["ours"][0].grad, params["theirs"][0].grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+        for schedule in schedules:
+            schedule.step()
+        assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=1e-12,
+                          atol=1e-15, context=f"step {t + 1}: ")
+    if schedules:
+        assert ours.param_groups[0]["lr"] < 0  # the case this covers: torch's rounding
+    with pytest.raises(ValueError, match="Invalid learning rate|invalid lr"):
+        getattr(pt, name)(params["ours"], **{**kwargs, "lr": -1e-3})  # still refused here
+
+
 @needs_core
 def test_add_param_group_later_as_torch_does():
     """Unfreezing a layer mid-training: fc2 joins as a second group after 5 steps."""
