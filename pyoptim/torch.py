@@ -266,6 +266,7 @@ class Optimizer(torch.optim.Optimizer):
             found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and float(found_inf) != 0.0:
             return loss  # an inf or NaN in the scaled gradients: GradScaler skips this step
+        self._forget_deleted_state()
         engine = self._engine
         given = None
         if self._flat is not None and self._flat.in_place(engine._params, self._pointers):
@@ -382,7 +383,7 @@ class Optimizer(torch.optim.Optimizer):
         engine = self._engine
         self._step_counts[...] = engine._steps
         host = {name: torch.from_numpy(values) for name, values in engine._host.items()}
-        state: defaultdict = defaultdict(dict)
+        state = _State(dict)
         for i, p in enumerate(engine._params):
             if engine._steps[i] == 0:
                 continue
@@ -396,10 +397,29 @@ class Optimizer(torch.optim.Optimizer):
         self.state = state
         self._state_source = self._source()
 
+    def _forget_deleted_state(self) -> None:
+        """Params whose entries were deleted from opt.state since it was built (opt.state.clear()
+        or del opt.state[p]: how torch.optim users reset an optimizer; or opt.state replaced)
+        start afresh at their next step, as in torch: the engine loads what opt.state still
+        holds. One attribute read a step when nothing was deleted."""
+        state = self.state
+        if type(state) is _State and not state.deleted:
+            return
+        engine = self._engine
+        self.state = {p: entry for p, entry in state.items() if entry}
+        try:
+            remaining = torch.optim.Optimizer.state_dict(self)  # by index, sharing the buffers
+        finally:
+            self.state = state
+        remaining["param_groups"] = [_engine_keys(g, engine) for g in remaining["param_groups"]]
+        engine.load_state_dict(remaining)
+        self._refresh_state()
+
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's state dict: {"state": {index: {"step": tensor, <buffers>}},
         "param_groups": [...]}. The buffers are the optimizer's own tensors (as torch's are);
         "step" and torch's scalar states are copies."""
+        self._forget_deleted_state()
         live = self.state
         self.state = {p: {k: v.clone() if v.ndim == 0 else v for k, v in entry.items()}
                       for p, entry in live.items()}
@@ -532,6 +552,30 @@ class Lamb(Optimizer):
     tensor, i.e. per layer: a step runs the whole group in one call all the same."""
 
     _engine_class = optim.Lamb
+
+
+class _State(defaultdict):
+    """opt.state (torch's defaultdict(dict)), which notes that entries were deleted."""
+
+    deleted = False
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self.deleted = True
+
+    def clear(self):
+        super().clear()
+        self.deleted = True
+
+    def pop(self, *args):
+        value = super().pop(*args)
+        self.deleted = True
+        return value
+
+    def popitem(self):
+        item = super().popitem()
+        self.deleted = True
+        return item
 
 
 # every hyperparameter name of pyoptim's optimizers (torch's flags included)

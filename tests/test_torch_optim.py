@@ -603,6 +603,45 @@ def test_values_set_after_construction_step_as_torch_steps_with_them(name, kwarg
         getattr(pt, name)(params["ours"], **{**kwargs, "lr": -1e-3})  # still refused here
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSprop", "ASGD",
+                                  "Rprop", "Adadelta", "Adamax"])
+@pytest.mark.parametrize("how", ["opt.state.clear()", "del opt.state[p]"])
+def test_deleting_state_entries_starts_those_params_afresh_as_torch(name, how):
+    """How torch.optim users reset an optimizer: opt.state.clear(), or del opt.state[p] for one
+    param. The next step starts those params afresh (step 1, initial state), the others go on,
+    and state_dict() saves what the kernels use. pyoptim.torch kept stepping with the deleted
+    state and saved none of it. float64, 4 + 4 steps; one grad read from a defaultdict entry
+    (which adds an empty one) changes nothing."""
+    kwargs = {"SGD": {"momentum": 0.9, "lr": 0.1}}.get(name, {})
+    params = {who: [torch.nn.Parameter(torch.linspace(-1, 1, 7, dtype=torch.float64)),
+                    torch.nn.Parameter(torch.linspace(2, 3, 5, dtype=torch.float64)),
+                    torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+              for who in ("ours", "theirs")}
+    ours = getattr(pt, name)(params["ours"], **kwargs)
+    theirs = getattr(torch.optim, name)(params["theirs"], **kwargs)
+    gen = torch.Generator().manual_seed(6)
+    for t in range(8):
+        grads = [torch.randn(p.shape, generator=gen, dtype=torch.float64)
+                 for p in params["ours"]]
+        for opt, opt_params in ((ours, params["ours"]), (theirs, params["theirs"])):
+            for i, (p, g) in enumerate(zip(opt_params, grads)):
+                p.grad = None if i == 2 and t < 5 else g.clone()
+            if t == 4:
+                if how == "opt.state.clear()":
+                    opt.state.clear()
+                else:
+                    del opt.state[opt_params[0]]
+                    assert opt.state[opt_params[2]] == {}  # adds an empty entry
+            opt.step()
+        assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=1e-12,
+                          atol=1e-15, context=f"step {t + 1}: ")
+    saved, theirs_saved = ours.state_dict()["state"], theirs.state_dict()["state"]
+    assert sorted(saved) == sorted(theirs_saved) == [0, 1, 2]
+    for i in saved:
+        assert float(saved[i]["step"] if "step" in saved[i] else 0) == \
+            float(theirs_saved[i].get("step", 0)), i
+
+
 @needs_core
 def test_add_param_group_later_as_torch_does():
     """Unfreezing a layer mid-training: fc2 joins as a second group after 5 steps."""
