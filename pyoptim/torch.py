@@ -447,7 +447,9 @@ class Optimizer(torch.optim.Optimizer):
             for g, saved in enumerate(state_dict["param_groups"]):
                 if isinstance(saved, dict):
                     _check_lr(saved.get("lr"), f"param_groups[{g}]: lr")
-        engine.load_state_dict(state_dict)
+        # other top-level keys (metadata a state_dict post-hook added) are ignored, as by torch
+        engine.load_state_dict({k: v for k, v in state_dict.items()
+                                if k in ("state", "param_groups", "pyoptim")})
         for group, saved in zip(self.param_groups, saved_groups):
             # torch's rule for other keys: the checkpoint's, but param_names stay if it has none
             for key in _extra_keys(group, engine):

@@ -218,6 +218,31 @@ def test_refused_checkpoints_change_nothing():
 
 
 @needs_core
+def test_metadata_a_state_dict_hook_adds_is_ignored_on_load_as_by_torch():
+    """torch's way to put metadata in an optimizer checkpoint is a state_dict post-hook that
+    adds a top-level key; torch.optim's load ignores keys other than state and param_groups.
+    pyoptim.torch refused such a checkpoint, its own included."""
+    model = make_model()
+    opt = pt.Adam(model.parameters(), lr=0.01)
+
+    def add_metadata(optimizer, state_dict):
+        state_dict["meta"] = {"epoch": 3}
+        return state_dict
+
+    opt.register_state_dict_post_hook(add_metadata)
+    train_step(model, opt, make_data())
+    saved = _through_a_file(opt.state_dict())
+    assert saved["meta"] == {"epoch": 3}
+    fresh = pt.Adam(model.parameters(), lr=0.01)
+    fresh.load_state_dict(saved)
+    np.testing.assert_array_equal(fresh.state[model.fc1.weight]["exp_avg"].numpy(),
+                                  opt.state[model.fc1.weight]["exp_avg"].numpy())
+    theirs = torch.optim.Adam(model.parameters(), lr=0.01)
+    theirs.load_state_dict(saved)  # and torch's takes it too
+    assert float(theirs.state[model.fc1.weight]["step"]) == 1
+
+
+@needs_core
 def test_load_hooks_and_scheduler_keys_as_torch():
     """Load pre/post hooks run; keys the optimizer does not know (a scheduler's initial_lr, the
     user's) come from the checkpoint, as with torch.optim."""
