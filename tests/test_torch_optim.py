@@ -533,6 +533,33 @@ def test_a_step_without_any_grad_changes_nothing():
     assert len(opt.state) == 0 and opt.state_dict()["state"] == {}
 
 
+def _twin_params(*sizes):
+    """float64 params of these sizes, one list for pyoptim.torch and one for torch.optim."""
+    return {who: [torch.nn.Parameter(torch.linspace(-1, 1 + i, n, dtype=torch.float64))
+                  for i, n in enumerate(sizes)] for who in ("ours", "theirs")}
+
+
+def _step_twins(ours, theirs, params, steps, has_grad=lambda t, i: True, before=lambda t: None,
+                schedules=()):
+    """steps steps of twin optimizers with the same random grads (param i has one at step t
+    where has_grad(t, i)), before(t) ahead of each, every param and state entry compared after
+    each step."""
+    gen = torch.Generator().manual_seed(3)
+    for t in range(steps):
+        grads = [torch.randn(p.shape, generator=gen, dtype=torch.float64) if has_grad(t, i)
+                 else None for i, p in enumerate(params["ours"])]
+        for opt_params in params.values():
+            for p, g in zip(opt_params, grads):
+                p.grad = None if g is None else g.clone()
+        before(t)
+        ours.step()
+        theirs.step()
+        for schedule in schedules:
+            schedule.step()
+        assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=1e-12,
+                          atol=1e-15, context=f"step {t + 1}: ")
+
+
 @pytest.mark.parametrize("name", ["ASGD", "Rprop"])
 @pytest.mark.parametrize("change", ["lr set before the first step", "warmup schedule"])
 def test_state_started_from_the_lr_is_started_at_a_params_first_step(name, change):
@@ -540,9 +567,7 @@ def test_state_started_from_the_lr_is_started_at_a_params_first_step(name, chang
     lr then: an lr set after the optimizer is built, or a warmup schedule, starts them (they
     were started from the constructor's lr). One param gets its first grad two steps later,
     at another lr. float64, 9 steps, every state entry compared."""
-    params = {who: [torch.nn.Parameter(torch.linspace(-1, 1, 7, dtype=torch.float64)),
-                    torch.nn.Parameter(torch.linspace(2, 3, 5, dtype=torch.float64))]
-              for who in ("ours", "theirs")}
+    params = _twin_params(7, 5)
     ours = getattr(pt, name)(params["ours"], lr=0.1)
     theirs = getattr(torch.optim, name)(params["theirs"], lr=0.1)
     schedules = []
@@ -551,19 +576,8 @@ def test_state_started_from_the_lr_is_started_at_a_params_first_step(name, chang
             schedules.append(torch.optim.lr_scheduler.LambdaLR(opt, lambda k: (k + 1) / 4))
         else:
             opt.param_groups[0]["lr"] = 0.003
-    gen = torch.Generator().manual_seed(3)
-    for t in range(9):
-        grads = [torch.randn(7, generator=gen, dtype=torch.float64),
-                 torch.randn(5, generator=gen, dtype=torch.float64)]
-        for opt_params in params.values():
-            for i, (p, g) in enumerate(zip(opt_params, grads)):
-                p.grad = None if i == 1 and t < 2 else g.clone()
-        ours.step()
-        theirs.step()
-        for schedule in schedules:
-            schedule.step()
-        assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=1e-12,
-                          atol=1e-15, context=f"step {t + 1}: ")
+    _step_twins(ours, theirs, params, 9, has_grad=lambda t, i: i == 0 or t >= 2,
+                schedules=schedules)
 
 
 @pytest.mark.parametrize(("name", "kwargs", "edit"), [
@@ -575,28 +589,18 @@ def test_values_set_after_construction_step_as_torch_steps_with_them(name, kwarg
     steps with whatever a scheduler or the user set since: a LinearLR decay to 0 whose last
     lr rounds to -3e-20, a nesterov group's momentum set to 0. pyoptim.torch refused them at the
     step (training stopped); it steps as torch does. float64, 14 steps."""
-    params = {who: [torch.nn.Parameter(torch.linspace(-1, 1, 9, dtype=torch.float64))]
-              for who in ("ours", "theirs")}
+    params = _twin_params(9)
     ours = getattr(pt, name)(params["ours"], **kwargs)
     theirs = getattr(torch.optim, name)(params["theirs"], **kwargs)
-    schedules = []
-    for opt in (ours, theirs):
-        if edit == "LinearLR decay to 0":
-            schedules.append(torch.optim.lr_scheduler.LinearLR(opt, end_factor=0.0,
-                                                               total_iters=10))
-    gen = torch.Generator().manual_seed(4)
-    for t in range(14):
+    schedules = [torch.optim.lr_scheduler.LinearLR(opt, end_factor=0.0, total_iters=10)
+                 for opt in (ours, theirs) if edit == "LinearLR decay to 0"]
+
+    def momentum_off(t):
         if edit == "momentum set to 0" and t == 5:
             for opt in (ours, theirs):
                 opt.param_groups[0]["momentum"] = 0.0
-        g = torch.randn(9, generator=gen, dtype=torch.float64)
-        params["ours"][0].grad, params["theirs"][0].grad = g.clone(), g.clone()
-        ours.step()
-        theirs.step()
-        for schedule in schedules:
-            schedule.step()
-        assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=1e-12,
-                          atol=1e-15, context=f"step {t + 1}: ")
+
+    _step_twins(ours, theirs, params, 14, before=momentum_off, schedules=schedules)
     if schedules:
         assert ours.param_groups[0]["lr"] < 0  # the case this covers: torch's rounding
     with pytest.raises(ValueError, match="Invalid learning rate|invalid lr"):
@@ -613,33 +617,25 @@ def test_deleting_state_entries_starts_those_params_afresh_as_torch(name, how):
     state and saved none of it. float64, 4 + 4 steps; one grad read from a defaultdict entry
     (which adds an empty one) changes nothing."""
     kwargs = {"SGD": {"momentum": 0.9, "lr": 0.1}}.get(name, {})
-    params = {who: [torch.nn.Parameter(torch.linspace(-1, 1, 7, dtype=torch.float64)),
-                    torch.nn.Parameter(torch.linspace(2, 3, 5, dtype=torch.float64)),
-                    torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
-              for who in ("ours", "theirs")}
+    params = _twin_params(7, 5, 3)
     ours = getattr(pt, name)(params["ours"], **kwargs)
     theirs = getattr(torch.optim, name)(params["theirs"], **kwargs)
-    gen = torch.Generator().manual_seed(6)
-    for t in range(8):
-        grads = [torch.randn(p.shape, generator=gen, dtype=torch.float64)
-                 for p in params["ours"]]
+
+    def delete(t):
+        if t != 4:
+            return
         for opt, opt_params in ((ours, params["ours"]), (theirs, params["theirs"])):
-            for i, (p, g) in enumerate(zip(opt_params, grads)):
-                p.grad = None if i == 2 and t < 5 else g.clone()
-            if t == 4:
-                if how == "opt.state.clear()":
-                    opt.state.clear()
-                else:
-                    del opt.state[opt_params[0]]
-                    assert opt.state[opt_params[2]] == {}  # adds an empty entry
-            opt.step()
-        assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=1e-12,
-                          atol=1e-15, context=f"step {t + 1}: ")
+            if how == "opt.state.clear()":
+                opt.state.clear()
+            else:
+                del opt.state[opt_params[0]]
+                assert opt.state[opt_params[2]] == {}  # adds an empty entry
+
+    _step_twins(ours, theirs, params, 8, has_grad=lambda t, i: i < 2 or t >= 5, before=delete)
     saved, theirs_saved = ours.state_dict()["state"], theirs.state_dict()["state"]
     assert sorted(saved) == sorted(theirs_saved) == [0, 1, 2]
     for i in saved:
-        assert float(saved[i]["step"] if "step" in saved[i] else 0) == \
-            float(theirs_saved[i].get("step", 0)), i
+        assert float(saved[i].get("step", 0)) == float(theirs_saved[i].get("step", 0)), i
 
 
 @needs_core
