@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import threading
 from typing import Any, Iterable, Mapping
 
@@ -56,8 +57,7 @@ class GradAddresses:
         self.owners = owners
 
 
-def _DATA_PTR(tensor) -> int:
-    return tensor.data_ptr()
+_data_ptr = operator.methodcaller("data_ptr")  # a torch tensor's address
 
 
 class ParamState(Mapping):
@@ -267,7 +267,7 @@ class Optimizer:
         """RuntimeError when a torch param's memory is no longer the memory this optimizer
         writes (its .data replaced): the step would update memory the tensor no longer has."""
         if self._torch_params and \
-                list(map(_DATA_PTR, self._torch_params)) != self._torch_pointers:
+                list(map(_data_ptr, self._torch_params)) != self._torch_pointers:
             j = next(j for j, (p, address) in
                      enumerate(zip(self._torch_params, self._torch_pointers))
                      if p.data_ptr() != address)
