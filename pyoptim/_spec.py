@@ -62,11 +62,16 @@ def default_state_dtype(param_dtype: str) -> str:
 
 
 def _real(name: str, value: Any) -> float:
-    if type(value) is float or type(value) is int:  # the common case, without the ABC check
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if type(value) is float:  # the common cases, without the ABC check
+        return value
+    if type(value) is not int and (isinstance(value, bool) or
+                                   not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64
+        raise ValueError(f"invalid {name}: an integer of {len(str(value))} digits is beyond "
+                         "float64's range") from None
 
 
 def _at_least_zero(name: str, value: Any) -> None:

@@ -241,6 +241,8 @@ def test_a_state_buffer_the_options_need_is_required(backend, fn, kwargs, missin
                                                      r"expected numbers, not NaN"),
     ("rprop", dict(step_sizes=(1e-6, float("nan"))), r"rprop: invalid step_sizes"),
     ("lion", dict(betas=(0.9, 1.5)), r"lion: invalid betas\[1\]"),
+    ("sgd", dict(lr=10**400), r"sgd: invalid lr: an integer of 401 digits is beyond float64"),
+    ("adam", dict(weight_decay=-10**400), r"adam: invalid weight_decay: an integer of 402"),
 ])
 def test_invalid_hyperparameters_are_refused(backend, fn, kwargs, pattern):
     p, g = np.ones(N, np.float32), np.ones(N, np.float32)
