@@ -228,6 +228,9 @@ class Optimizer(torch.optim.Optimizer):
         engine.add_param_group(_engine_keys(group, engine))
         engine.param_groups[-1].update(_extra_keys(group, engine))
         self.param_groups = engine.param_groups  # the same dicts: schedulers write lr here
+        for group in self.param_groups:  # fixed once added: _Params notes edits
+            if type(group["params"]) is not _Params:
+                group["params"] = _Params(group["params"])
         self._pointers = engine._torch_pointers  # every param's data_ptr() (all are tensors)
         self._metadata = _metadata_lines(engine._params)
         self._dtypes = [p.dtype for p in engine._params]
@@ -267,6 +270,7 @@ class Optimizer(torch.optim.Optimizer):
         if found_inf is not None and float(found_inf) != 0.0:
             return loss  # an inf or NaN in the scaled gradients: GradScaler skips this step
         self._forget_deleted_state()
+        self._check_params_unchanged()
         engine = self._engine
         given = None
         if self._flat is not None and self._flat.in_place(engine._params, self._pointers):
@@ -396,6 +400,18 @@ class Optimizer(torch.optim.Optimizer):
                 state[p] = entry
         self.state = state
         self._state_source = self._source()
+
+    def _check_params_unchanged(self) -> None:
+        """RuntimeError where a group's "params" list was edited (torch.optim would then update
+        the params it lists; this optimizer's are fixed when added): refused rather than
+        updating params the group no longer lists."""
+        for g, group in enumerate(self.param_groups):
+            params = group["params"]
+            if type(params) is not _Params or params.changed:
+                raise RuntimeError(
+                    f"{type(self).__name__}: param_groups[{g}]['params'] was changed after it "
+                    "was added; this optimizer's params are fixed then: add params with "
+                    "add_param_group(), or build a new optimizer for another set")
 
     def _forget_deleted_state(self) -> None:
         """Params whose entries were deleted from opt.state since it was built (opt.state.clear()
@@ -554,6 +570,28 @@ class Lamb(Optimizer):
     tensor, i.e. per layer: a step runs the whole group in one call all the same."""
 
     _engine_class = optim.Lamb
+
+
+class _Params(list):
+    """A param group's "params", which notes that it was changed."""
+
+    changed = False
+
+
+def _noting_change(name: str):
+    method = getattr(list, name)
+
+    def changing(self, *args, **kwargs):
+        self.changed = True
+        return method(self, *args, **kwargs)
+
+    changing.__name__ = name
+    return changing
+
+
+for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert",
+              "pop", "remove", "clear", "sort", "reverse"):
+    setattr(_Params, _name, _noting_change(_name))
 
 
 class _State(defaultdict):

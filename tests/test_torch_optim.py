@@ -638,6 +638,33 @@ def test_deleting_state_entries_starts_those_params_afresh_as_torch(name, how):
         assert float(saved[i].get("step", 0)) == float(theirs_saved[i].get("step", 0)), i
 
 
+@pytest.mark.parametrize("edit", ["append", "pop", "item", "replace the list", "+="])
+def test_editing_a_groups_params_list_is_refused_and_nothing_changes(edit):
+    """torch.optim updates whatever a group's "params" lists at the step; this optimizer's
+    params are fixed when added, and it went on updating its own (a removed param trained, an
+    added one not): the step is refused by name instead."""
+    a, b, c = (nn.Parameter(torch.full((2,), float(i))) for i in range(3))
+    opt = pt.SGD([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=1.0)
+    for p in (a, b, c):
+        p.grad = torch.ones(2)
+    opt.step()
+    params = opt.param_groups[1]["params"]
+    if edit == "append":
+        params.append(c)
+    elif edit == "pop":
+        params.pop()
+    elif edit == "item":
+        params[0] = c
+    elif edit == "+=":
+        opt.param_groups[1]["params"] += [c]
+    else:
+        opt.param_groups[1]["params"] = [c]
+    before = [p.detach().clone() for p in (a, b, c)]
+    with pytest.raises(RuntimeError, match=r"SGD: param_groups\[1\]\['params'\] was changed"):
+        opt.step()
+    assert all(torch.equal(p.detach(), q) for p, q in zip((a, b, c), before))
+
+
 @needs_core
 def test_add_param_group_later_as_torch_does():
     """Unfreezing a layer mid-training: fc2 joins as a second group after 5 steps."""
