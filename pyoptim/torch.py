@@ -40,11 +40,14 @@ What differs from torch.optim:
   pyoptim's float32 state of 16-bit params to the param dtype (torch's behaviour).
 * **State is allocated when the optimizer is built**, not at the first step (``opt.state``
   shows a param's entry once it has taken a step, as torch's does). Its tensors share memory
-  with the optimizer: update them in place; assigning a new tensor to an entry has no effect.
+  with the optimizer: update them in place; assigning a new tensor to an entry has no effect
+  (nor does writing a ``step`` in place). Deleting entries (``opt.state.clear()``,
+  ``del opt.state[p]``) starts those params afresh at their next step, as in torch.
   ``state_dict()`` returns them too, as torch's does (not copies: deepcopy it, or save it, to
   keep a snapshot); ``step`` and torch's scalar states are fresh tensors there.
 * **Params stay where they are.** The optimizer updates the memory its params had when it was
-  built; a step after ``p.data`` was replaced (``module.to()``, ``.half()``...) is refused.
+  built; a step after ``p.data`` was replaced (``module.to()``, ``.half()``...) is refused, as
+  is one after a group's ``"params"`` list was edited (add params with ``add_param_group``).
   All params of one optimizer are on the CPU, or all on CUDA devices.
 * **Threads.** A CPU step runs on torch's intra-op thread count (``torch.set_num_threads``),
   as torch.optim's steps do, not on ``pyoptim.set_num_threads``' (which governs pyoptim's own
