@@ -160,7 +160,7 @@ def plan_load(opt: Optimizer, state_dict: Mapping) -> Callable[[], None]:
         _refuse(f"'state' has entries for unknown params {sorted(set(entries) - set(index_map))}")
     steps = np.zeros(len(opt._params), np.int64)
     values: list[dict] = [{} for _ in opt._params]
-    host: dict[str, dict[int, np.float32]] = {name: {} for name in opt._spec.host_states}
+    host: dict[str, dict[int, np.ndarray]] = {name: {} for name in opt._spec.host_states}
     state_names = set(opt._spec.states)
     for index, entry in entries.items():
         i = index_map[index]
@@ -192,9 +192,10 @@ def plan_load(opt: Optimizer, state_dict: Mapping) -> Callable[[], None]:
             if entry.get(name) is None:
                 continue
             array = _host_array(entry[name], f"{where}: {name}")
-            if array.size != 1 or array.dtype != np.float32:
-                _refuse(f"{where}: '{name}' must be one float32 value (torch's scalar state), got "
-                        f"{array.dtype} of shape {array.shape}; state is never cast on load")
+            if array.size != 1 or array.dtype != opt._host_dtype:
+                _refuse(f"{where}: '{name}' must be one {opt._host_dtype} value (torch's scalar "
+                        f"state), got {array.dtype} of shape {array.shape}; state is never cast "
+                        "on load")
             host[name][i] = array.reshape(())
         missing = sorted(n for n in hp_needed | set(host)
                          if n not in values[i] and i not in host.get(n, {}))
@@ -217,7 +218,7 @@ def plan_load(opt: Optimizer, state_dict: Mapping) -> Callable[[], None]:
                     group = opt.param_groups[opt._group_of[i]]
                     _memory.fill(array, opt._initial_value(name, group))
         for g, group in enumerate(opt.param_groups):
-            initial = opt._spec.initial_host(opt._hyperparameters(group))
+            initial = opt._spec.initial_host(opt._hyperparameters(group), opt._host_dtype)
             members = range(len(opt._params))[opt._members(g)]
             for name, value in initial.items():
                 for i in members:

@@ -73,7 +73,7 @@ class ParamState(Mapping):
     def __getitem__(self, key):
         if key == "step":
             return int(self._opt._steps[self._index])
-        if key in self._opt._host:  # a 0-d view of torch's scalar state (float32)
+        if key in self._opt._host:  # a 0-d view of torch's scalar state (_host_dtype)
             return self._opt._host[key][self._index:self._index + 1].reshape(())
         return self._opt._buffers[self._index][key]
 
@@ -161,8 +161,10 @@ class Optimizer:
         self._buffers: list[dict] = []  # per param: state name -> array
         self._state_dtypes: list[np.dtype] = []
         self._steps = np.zeros(0, np.int64)
-        # torch's scalar states (NAdam's mu_product, ASGD's eta and mu): one float32 per param
-        self._host = {name: np.zeros(0, np.float32) for name in self._spec.host_states}
+        # torch's scalar states (NAdam's mu_product, ASGD's eta and mu): one per param, in
+        # torch's scalar dtype (float32; pyoptim.torch: float64 under a float64 default dtype)
+        self._host_dtype = np.dtype(np.float32)
+        self._host = {name: np.zeros(0, self._host_dtype) for name in self._spec.host_states}
         self._group_steps: list[int | None] = []  # the step of all params of a group, if equal
         self._placement: str | None = None
         self._plan = None
@@ -262,6 +264,13 @@ class Optimizer:
             return self._step(grads, grad_scale)
         finally:
             self._lock.release()
+
+    def _set_host_dtype(self, dtype) -> None:
+        """The dtype of torch's scalar states, before any param is added (pyoptim.torch: torch's
+        scalar dtype, float64 under torch.set_default_dtype(torch.float64))."""
+        assert not self._params, "the scalar states' dtype is set before params are added"
+        self._host_dtype = np.dtype(dtype)
+        self._host = {name: np.zeros(0, self._host_dtype) for name in self._spec.host_states}
 
     def _check_not_moved(self) -> None:
         """RuntimeError when a torch param's memory is no longer the memory this optimizer
@@ -387,8 +396,8 @@ class Optimizer:
         return tuple(float(self._host[name][i]) for name in self._spec.host_states)
 
     def _host_values(self, values: tuple) -> dict:
-        """The scalar states as _spec takes them: 0-d float32 arrays."""
-        return {name: np.array(v, np.float32)
+        """The scalar states as _spec takes them: 0-d arrays of their dtype."""
+        return {name: np.array(v, self._host_dtype)
                 for name, v in zip(self._spec.host_states, values)}
 
     def _host_uniform(self) -> bool:
@@ -428,7 +437,7 @@ class Optimizer:
         first step, from their groups' hyperparameters now, as torch does at that step."""
         for i in indices:
             g = self._group_of[i]
-            initial = self._spec.initial_host(hps[g])
+            initial = self._spec.initial_host(hps[g], self._host_dtype)
             for name in self._started_at_first_step:
                 if name in initial:
                     self._host[name][i] = initial[name]
@@ -487,7 +496,7 @@ class Optimizer:
         for i, buffers in enumerate(self._buffers):
             entry = {"step": int(self._steps[i])}
             for name, values in self._host.items():
-                entry[name] = np.array(values[i], np.float32)
+                entry[name] = np.array(values[i], self._host_dtype)
             for name, array in buffers.items():
                 entry[name] = _memory.to_host(array)
             state[i] = entry
@@ -701,9 +710,9 @@ class _Pending:
                 group = opt.param_groups[g]
                 hp = opt._hyperparameters(group)
                 count = len(group["params"])
-                for name, value in opt._spec.initial_host(hp).items():
+                for name, value in opt._spec.initial_host(hp, opt._host_dtype).items():
                     opt._host[name] = np.concatenate(
-                        [opt._host[name], np.full(count, value, np.float32)])
+                        [opt._host[name], np.full(count, value, opt._host_dtype)])
                 indices = [i for i, gi in enumerate(opt._group_of) if gi == g]
                 for name in opt._spec.needed_states(hp):
                     opt._allocate(indices, name, opt._initial_value(name, group))
@@ -851,7 +860,7 @@ class _ReferenceRunner:
                 hp = hps[group]
                 states = {k: opt._buffers[i][k] for k in opt._spec.needed_states(hp)}
                 # copies: the optimizer advances its scalar states itself, after the step
-                states.update({name: np.array([v], np.float32)
+                states.update({name: np.array([v], opt._host_dtype)
                                for name, v in zip(opt._spec.host_states, host)})
                 fn(opt._views[i], g, **states, step=step, **hp, grad_factor=factor,
                    clip_value=clip_value)

@@ -199,14 +199,20 @@ class Optimizer(torch.optim.Optimizer):
         # values are checked here and by add_param_group, as torch.optim checks them; a step
         # takes what a scheduler or the user set since (LinearLR's decay to 0 can end at -3e-20)
         self._engine._values_checked_each_step = False
+        # torch's scalar dtype (its step counts, NAdam's and ASGD's scalar states): float32, or
+        # float64 under torch.set_default_dtype(torch.float64)
+        self._scalar_dtype = np.float64 if torch.get_default_dtype() == torch.float64 \
+            else np.float32
+        self._engine._set_host_dtype(self._scalar_dtype)
         _check_lr(self._engine.defaults["lr"], "lr")
         self._pointers: list[int] = []
         self._metadata: np.ndarray | None = None  # the params' (_metadata_lines)
         self._by_address = False
         self._flat_grads = flat_grads
         self._flat: _FlatGrads | None = None
-        # the engine's step counts in float32, for .state: a NumPy array and a tensor sharing it
-        self._step_counts = np.zeros(0, np.float32)
+        # the engine's step counts in the scalar dtype, for .state: a NumPy array and a tensor
+        # sharing it
+        self._step_counts = np.zeros(0, self._scalar_dtype)
         self._steps = torch.from_numpy(self._step_counts)
         self._state_source = None
         super().__init__(params, self._engine.defaults)
@@ -241,7 +247,7 @@ class Optimizer(torch.optim.Optimizer):
         # grads by address: CPU params on the C++ backend, none empty (address 0 means no grad)
         self._by_address = engine._placement == _arrays.HOST and engine.backend != "numpy" and \
             all(p.numel() > 0 for p in engine._params)
-        self._step_counts = np.zeros(len(engine._params), np.float32)
+        self._step_counts = np.zeros(len(engine._params), self._scalar_dtype)
         self._steps = torch.from_numpy(self._step_counts)
         if self._flat_grads:
             self._flat = _FlatGrads(engine._params)
@@ -529,8 +535,9 @@ class Adamax(Optimizer):
 
 
 class NAdam(Optimizer):
-    """torch.optim.NAdam on pyoptim's kernels (pyoptim.NAdam); ``mu_product`` is a float32 CPU
-    tensor per param, as torch keeps it."""
+    """torch.optim.NAdam on pyoptim's kernels (pyoptim.NAdam); ``mu_product`` is a CPU tensor per
+    param of torch's scalar dtype (float32; float64 under a float64 default dtype), as torch
+    keeps it."""
 
     _engine_class = optim.NAdam
 
@@ -548,8 +555,9 @@ class Adadelta(Optimizer):
 
 
 class ASGD(Optimizer):
-    """torch.optim.ASGD on pyoptim's kernels (pyoptim.ASGD); ``eta`` and ``mu`` are float32 CPU
-    tensors per param, as torch keeps them."""
+    """torch.optim.ASGD on pyoptim's kernels (pyoptim.ASGD); ``eta`` and ``mu`` are CPU tensors
+    per param of torch's scalar dtype (float32; float64 under a float64 default dtype), as
+    torch keeps them."""
 
     _engine_class = optim.ASGD
 

@@ -638,6 +638,35 @@ def test_deleting_state_entries_starts_those_params_afresh_as_torch(name, how):
         assert float(saved[i].get("step", 0)) == float(theirs_saved[i].get("step", 0)), i
 
 
+@pytest.fixture
+def float64_default():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("name", ["NAdam", "ASGD", "Adam"])
+def test_scalar_state_under_a_float64_default_dtype_is_torchs(name, float64_default):
+    """Under torch.set_default_dtype(torch.float64) torch keeps its scalar state (step,
+    NAdam's mu_product, ASGD's eta and mu) in float64: so does pyoptim.torch, whose float32
+    copies made NAdam and ASGD drift from torch's float64 trajectory by 1e-8 and refused
+    torch's checkpoints. 12 steps, every state entry and its dtype compared; checkpoints load
+    both ways."""
+    params = _twin_params(7, 5)
+    kwargs = {"ASGD": {"t0": 3}}.get(name, {})
+    ours = getattr(pt, name)(params["ours"], **kwargs)
+    theirs = getattr(torch.optim, name)(params["theirs"], **kwargs)
+    _step_twins(ours, theirs, params, 12)
+    assert ours.state[params["ours"][0]]["step"].dtype == torch.float64
+    for loaded, saved in ((getattr(pt, name)(params["ours"], **kwargs), theirs),
+                          (getattr(torch.optim, name)(params["theirs"], **kwargs), ours)):
+        loaded.load_state_dict(copy.deepcopy(saved.state_dict()))
+        for p, q in zip(loaded.state, saved.state):
+            for key, value in saved.state[q].items():
+                got = loaded.state[p][key]
+                assert got.dtype == value.dtype and torch.equal(got, value), key
+
+
 @pytest.mark.parametrize("edit", ["append", "pop", "item", "replace the list", "+="])
 def test_editing_a_groups_params_list_is_refused_and_nothing_changes(edit):
     """torch.optim updates whatever a group's "params" lists at the step; this optimizer's
