@@ -41,7 +41,7 @@ What differs from torch.optim:
 * **State is allocated when the optimizer is built**, not at the first step (``opt.state``
   shows a param's entry once it has taken a step, as torch's does). Its tensors share memory
   with the optimizer: update them in place; assigning a new tensor to an entry has no effect
-  (nor does writing a ``step`` in place). Deleting entries (``opt.state.clear()``,
+  (nor does writing a ``step`` in place), and ``state_dict()`` saves the state the kernels use. Deleting entries (``opt.state.clear()``,
   ``del opt.state[p]``) starts those params afresh at their next step, as in torch.
   ``state_dict()`` returns them too, as torch's does (not copies: deepcopy it, or save it, to
   keep a snapshot); ``step`` and torch's scalar states are fresh tensors there.
@@ -395,20 +395,29 @@ class Optimizer(torch.optim.Optimizer):
         engine's state (its step count: a view of the float32 copy of the counts)."""
         engine = self._engine
         self._step_counts[...] = engine._steps
-        host = {name: torch.from_numpy(values) for name, values in engine._host.items()}
+        host = self._host_tensors()
         state = _State(dict)
         for i, p in enumerate(engine._params):
             if engine._steps[i] == 0:
                 continue
-            entry = {"step": self._steps[i]} if self._state_has_step else {}
-            for name, values in host.items():
-                entry[name] = values[i]
-            for name, buffer in engine._buffers[i].items():
-                entry[name] = _as_tensor(buffer)
+            entry = self._entry(i, host)
             if entry:
                 state[p] = entry
         self.state = state
         self._state_source = self._source()
+
+    def _host_tensors(self) -> dict:
+        """torch's scalar states as tensors sharing the engine's arrays (one element per param)."""
+        return {name: torch.from_numpy(values) for name, values in self._engine._host.items()}
+
+    def _entry(self, i: int, host: dict) -> dict:
+        """Param i's entry of opt.state: tensors sharing memory with the state the kernels use."""
+        entry = {"step": self._steps[i]} if self._state_has_step else {}
+        for name, values in host.items():
+            entry[name] = values[i]
+        for name, buffer in self._engine._buffers[i].items():
+            entry[name] = _as_tensor(buffer)
+        return entry
 
     def _check_params_unchanged(self) -> None:
         """RuntimeError where a group's "params" list was edited (torch.optim would then update
@@ -442,12 +451,21 @@ class Optimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's state dict: {"state": {index: {"step": tensor, <buffers>}},
-        "param_groups": [...]}. The buffers are the optimizer's own tensors (as torch's are);
-        "step" and torch's scalar states are copies."""
+        "param_groups": [...]}. The buffers are the optimizer's own tensors (as torch's are),
+        those the kernels use even where a tensor was assigned to an entry of opt.state; "step"
+        and torch's scalar states are copies; keys of your own ride along."""
         self._forget_deleted_state()
-        live = self.state
-        self.state = {p: {k: v.clone() if v.ndim == 0 else v for k, v in entry.items()}
-                      for p, entry in live.items()}
+        engine, host, live = self._engine, self._host_tensors(), self.state
+        saved = {}
+        for p, entry in live.items():
+            if not entry:  # made by reading opt.state[p] for a param without state
+                continue
+            # the state the kernels use, over a tensor assigned to an entry (which they ignore);
+            # other keys as they are
+            entry = {**entry, **self._entry(engine._index_of[id(p)], host)}
+            saved[p] = {k: v.clone() if isinstance(v, torch.Tensor) and v.ndim == 0 else v
+                        for k, v in entry.items()}
+        self.state = saved
         try:
             return super().state_dict()
         finally:

@@ -218,6 +218,36 @@ def test_refused_checkpoints_change_nothing():
 
 
 @needs_core
+def test_a_state_dict_saves_the_state_the_kernels_use_over_assigned_tensors():
+    """Assigning a new tensor to an opt.state entry has no effect on the steps (documented):
+    state_dict() then saved the assigned tensor, so a run resumed from it diverged from the
+    run that went on. It saves the state the kernels use; other keys ride along."""
+    model = make_model()
+    opt = pt.Adam(model.parameters(), lr=0.01)
+    data = make_data()
+    train_step(model, opt, data)
+    weight = model.fc1.weight
+    opt.state[weight]["exp_avg"] = torch.zeros_like(weight)
+    opt.state[weight]["step"] = torch.tensor(0.0)
+    opt.state[weight]["note"] = "mine"
+    train_step(model, opt, data)
+    saved = _through_a_file(opt.state_dict())
+    index = [p is weight for p in model.parameters()].index(True)
+    entry = saved["state"][index]
+    assert entry["note"] == "mine" and float(entry["step"]) == 2
+    assert entry["exp_avg"].abs().max() > 0
+    resumed_model = copy.deepcopy(model)
+    resumed = pt.Adam(resumed_model.parameters(), lr=0.01)
+    resumed.load_state_dict({**saved, "state": {i: {k: v for k, v in e.items() if k != "note"}
+                                                for i, e in saved["state"].items()}})
+    for _ in range(3):
+        train_step(model, opt, data)
+        train_step(resumed_model, resumed, data)
+    for p, q in zip(model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
+
+
+@needs_core
 def test_metadata_a_state_dict_hook_adds_is_ignored_on_load_as_by_torch():
     """torch's way to put metadata in an optimizer checkpoint is a state_dict post-hook that
     adds a top-level key; torch.optim's load ignores keys other than state and param_groups.
