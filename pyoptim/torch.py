@@ -41,10 +41,10 @@ What differs from torch.optim:
 * **State is allocated when the optimizer is built**, not at the first step (``opt.state``
   shows a param's entry once it has taken a step, as torch's does). Its tensors share memory
   with the optimizer: update them in place; assigning a new tensor to an entry has no effect
-  (nor does writing a ``step`` in place), and ``state_dict()`` saves the state the kernels use. Deleting entries (``opt.state.clear()``,
+  (nor does writing a ``step`` in place). ``state_dict()`` returns them, the state the kernels
+  use, as torch's does (not copies: deepcopy it, or save it, to keep a snapshot); ``step`` and
+  torch's scalar states are fresh tensors there. Deleting entries (``opt.state.clear()``,
   ``del opt.state[p]``) starts those params afresh at their next step, as in torch.
-  ``state_dict()`` returns them too, as torch's does (not copies: deepcopy it, or save it, to
-  keep a snapshot); ``step`` and torch's scalar states are fresh tensors there.
 * **Params stay where they are.** The optimizer updates the memory its params had when it was
   built; a step after ``p.data`` was replaced (``module.to()``, ``.half()``...) is refused, as
   is one after a group's ``"params"`` list was edited (add params with ``add_param_group``).
@@ -392,7 +392,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def _refresh_state(self) -> None:
         """opt.state: for each param that has taken a step, torch tensors sharing memory with the
-        engine's state (its step count: a view of the float32 copy of the counts)."""
+        engine's state (its step count: a view of the scalar-dtype copy of the counts)."""
         engine = self._engine
         self._step_counts[...] = engine._steps
         host = self._host_tensors()
