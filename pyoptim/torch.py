@@ -434,19 +434,16 @@ class Optimizer(torch.optim.Optimizer):
     def _forget_deleted_state(self) -> None:
         """Params whose entries were deleted from opt.state since it was built (opt.state.clear()
         or del opt.state[p]: how torch.optim users reset an optimizer; or opt.state replaced)
-        start afresh at their next step, as in torch: the engine loads what opt.state still
-        holds. One attribute read a step when nothing was deleted."""
+        start afresh at their next step, as in torch: the engine reloads its own state without
+        theirs. One attribute read a step when nothing was deleted."""
         state = self.state
         if type(state) is _State and not state.deleted:
             return
         engine = self._engine
-        self.state = {p: entry for p, entry in state.items() if entry}
-        try:
-            remaining = torch.optim.Optimizer.state_dict(self)  # by index, sharing the buffers
-        finally:
-            self.state = state
-        remaining["param_groups"] = [_engine_keys(g, engine) for g in remaining["param_groups"]]
-        engine.load_state_dict(remaining)
+        kept = {engine._index_of.get(id(p)) for p, entry in state.items() if entry}
+        saved = engine.state_dict()
+        saved["state"] = {i: entry for i, entry in saved["state"].items() if i in kept}
+        engine.load_state_dict(saved)
         self._refresh_state()
 
     def state_dict(self) -> dict[str, Any]:
