@@ -3,10 +3,12 @@
     python bench/torch_flat_parts.py [--optimizer SGD] [--rounds 40]
 
 On gpt-tiny's parameter list (196 tensors, one thread), times round robin, each a median over
-rounds of 10 calls after one untimed call: the whole ``opt.step()``, the step without its
+rounds of 10 calls after one untimed call: the whole ``opt.step()`` (which takes the grads
+from the compiled reader, pyoptim/_torch_reader.py), the step without its
 wrapper (the step hooks and the profiler range: pyoptim.torch's own, pyoptim/torch.py
-_hooked_step; torch's profile_hook_step before that), the check that every .grad is still its
-view and nothing moved, the engine's step (pyoptim's per-step Python and the kernel), handing
+_hooked_step; torch's profile_hook_step before that), the Python check that every .grad is
+still its view and nothing moved (what a step does without the reader), the reader's check of
+every grad, the engine's step (pyoptim's per-step Python and the kernel), handing
 the grads' addresses to the kernel plan, and torch's fused step on tensors of its own. The
 tensors stay in place (unlike `pyoptim bench`, which moves them every round), so these are parts
 of a warm step, not a replacement for the benchmark's ratios.
@@ -65,11 +67,15 @@ def main() -> None:
     fused = getattr(torch.optim, args.optimizer)(tensors(2), fused=True, **OPTIONS[args.optimizer])
     engine, flat = opt._engine, opt._flat
     runner = engine._runner()
+    reader = opt._reader  # pyoptim/_torch_reader.py; opt.step() takes it first where built
+    if reader is None:
+        raise SystemExit("pyoptim.torch's compiled reader of grads is off or not built")
     unwrapped = type(opt).step.__wrapped__  # the wrapper keeps it (functools.wraps)
     parts = {
         "opt.step()": opt.step,
         "without its wrapper": lambda: unwrapped(opt),
         "check: grads are the views": lambda: flat.in_place(engine._params, opt._pointers),
+        "check: the compiled reader": lambda: (reader.read(), reader.release()),
         "engine step (Python + kernel)": lambda: engine.step(flat.given),
         "hand over grad addresses": lambda: (runner.set_grads(flat.given), runner.release()),
         "torch fused step": fused.step,

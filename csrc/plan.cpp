@@ -135,7 +135,21 @@ class Plan {
   // (pyoptim.torch reads the addresses off torch tensors). What an address allows is checked
   // again: its alignment, and that no grad shares memory with a param, a state or another grad.
   std::size_t set_grad_addresses(const std::vector<std::uintptr_t>& addresses) {
-    begin_grads(addresses.size());
+    return take_grad_addresses(addresses.data(), addresses.size());
+  }
+
+  // The same from a uint64 array (pyoptim.torch's compiled reader writes one), without making a
+  // Python int of each address.
+  std::size_t set_grad_address_array(
+      const py::array_t<std::uint64_t, py::array::c_style>& addresses) {
+    static_assert(sizeof(std::uint64_t) == sizeof(std::uintptr_t), "addresses are 64-bit");
+    if (addresses.ndim() != 1) throw py::value_error(prefix() + "addresses must be 1-D");
+    return take_grad_addresses(reinterpret_cast<const std::uintptr_t*>(addresses.data()),
+                               static_cast<std::size_t>(addresses.shape(0)));
+  }
+
+  std::size_t take_grad_addresses(const std::uintptr_t* addresses, std::size_t count) {
+    begin_grads(count);
     std::size_t given = 0;
     for (std::size_t i = 0; i < params_.size(); ++i) {
       if (addresses[i] == 0) continue;
@@ -389,6 +403,8 @@ clip_value=None), as _core.step does for lists of arrays.)doc")
       .def("set_grads", &Plan::set_grads, py::arg("grads"), py::arg("convert") = py::none(),
            "Checks one grad (an array, or None to leave the param out) per param and holds them; "
            "returns how many are not None. convert(grad, index) views a non-NumPy grad as NumPy.")
+      .def("set_grad_addresses", &Plan::set_grad_address_array,
+           py::arg("addresses").noconvert())
       .def("set_grad_addresses", &Plan::set_grad_addresses, py::arg("addresses"),
            "As set_grads, for grads given by address (0: none), each a C-contiguous buffer of its "
            "param's shape and dtype that the caller has checked and keeps alive until run().")

@@ -44,17 +44,20 @@ NO_PARAMS = object()
 
 class GradAddresses:
     """A step's host gradients by address, for callers that have checked them and that the
-    params' memory did not move (pyoptim.torch):
-    ``addresses[i]`` is 0 (param i takes no step) or the address of a C-contiguous buffer of
-    param i's shape and dtype; ``owners`` holds the objects that own that memory, so that it
-    lives until the step returns (the kernels run without the GIL). The C++ backend takes them
-    without making a NumPy array of each (Plan.set_grad_addresses)."""
+    params' memory did not move (pyoptim.torch): ``addresses[i]`` (a list, or a uint64 array)
+    is 0 (param i takes no step) or the address of a C-contiguous buffer of param i's shape and
+    dtype; ``owners`` holds the objects that own that memory, so that it lives until the step
+    returns (the kernels run without the GIL). The C++ backend takes them without making a
+    NumPy array of each (Plan.set_grad_addresses)."""
 
-    __slots__ = ("addresses", "owners")
+    __slots__ = ("addresses", "owners", "mark_written")
 
-    def __init__(self, addresses: list[int], owners: list):
+    def __init__(self, addresses, owners, mark_written=None):
         self.addresses = addresses
         self.owners = owners
+        # what moves on the autograd version counters of the params written (those with a
+        # grad) after the step, in place of _arrays.mark_written; None: that
+        self.mark_written = mark_written
 
 
 _data_ptr = operator.methodcaller("data_ptr")  # a torch tensor's address
@@ -350,7 +353,9 @@ class Optimizer:
         advanced = [self._spec.advance_host(hps[g], t, h) for (g, t, _), h in zip(keys, host)]
         runner.run(flags, scalars, rows, self.clip_value, keys, hps, factor)
 
-        if self._torch_params:
+        if isinstance(grads, GradAddresses) and grads.mark_written is not None:
+            grads.mark_written()
+        elif self._torch_params:
             _arrays.mark_written(self._torch_params if everything else
                                  [self._params[i] for i in self._torch_indices if present[i]])
         if self._host:  # torch's scalar states move on, as torch's step does

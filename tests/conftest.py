@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not os.path.exists("/dev/nvidiactl"):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
@@ -22,3 +24,17 @@ if cuda_simulated():
     # interpreter's switch interval (5 ms) for the GIL: 0.1 ms took a sample of the CUDA parity
     # tests (78 of them) from 28 s to 24 s.
     sys.setswitchinterval(1e-4)
+
+
+@pytest.fixture(params=["compiled", "python"])
+def grad_reader(request, monkeypatch):
+    """pyoptim.torch's two ways of reading the grads of CPU params (pyoptim/_torch_reader.py):
+    its reader compiled against torch, and the Python checks that stand in where it cannot be
+    built. The optimizers a test makes use the one named; "compiled" must build."""
+    from pyoptim import _torch_reader
+
+    if request.param == "python":
+        monkeypatch.setattr(_torch_reader, "_loaded", None)
+    else:
+        assert _torch_reader.reader_type() is not None
+    return request.param

@@ -14,6 +14,9 @@ from test_torch_optim import (NOT_IN_TORCH, TOLERANCES, TORCH_NAMES, assert_same
                               groups_of, loss_of, make_data, make_model, needs_core, nn, pt,
                               torch)
 
+# with pyoptim.torch's compiled reader of grads and with the Python checks (conftest.py)
+pytestmark = pytest.mark.usefixtures("grad_reader")
+
 OVERFLOWS = (3, 7)  # steps whose gradients get an infinity
 
 

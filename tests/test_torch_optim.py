@@ -28,6 +28,9 @@ nn = torch.nn
 torch.set_num_threads(1)
 
 needs_core = pytest.mark.skipif(not _cpu.available(), reason="the compiled extension is not built")
+# every test runs with pyoptim.torch's compiled reader of grads and with the Python checks that
+# stand in where it cannot be built (conftest.py)
+pytestmark = pytest.mark.usefixtures("grad_reader")
 
 TORCH_NAMES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
                "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam",

@@ -1,0 +1,221 @@
+// pyoptim.torch's reader of the grads of a list of torch params: what pyoptim/torch.py's
+// Optimizer._grad_addresses checks with one Python call per tensor and attribute (about 55 ns
+// each, some 100 us a step for a model of 200 tensors), read here from the tensors' C++ objects.
+//
+// Built once per torch version at first use by pyoptim/_torch_reader.py, against the headers of
+// the torch installed (the layout of torch's C++ objects is its own, version to version): it is
+// not part of pyoptim's wheel, which does not depend on torch. Only the Python C API and
+// torch's tensor accessors are used; nothing here does math.
+//
+// Reader(params, out): params a tuple of torch tensors of exactly torch.Tensor or
+// torch.nn.Parameter (whose .grad is the C++ grad: no __torch_function__ of a subclass);
+// out a writable uint64 array of as many elements, which holds the grads' addresses after read().
+// The params' addresses, dtypes and numels are taken when the reader is made.
+//   read() -> bool: True when every param still has its memory and every grad is absent (its
+//     address: 0) or a dense, contiguous CPU tensor of its param's dtype and numel without a
+//     negative bit, with memory; the grads are then held (their memory lives) until release().
+//     False otherwise, or while grads are held: the caller then reads them its slow way, which
+//     names what is wrong. Never raises for a tensor it cannot describe (that is a False).
+//   mark_written(): after the step wrote them, moves on the autograd version counters of the
+//     params that had a grad (increment_version's work).
+//   release(): lets go of the held grads.
+
+#include <Python.h>
+
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <cstdint>
+#include <new>
+#include <vector>
+
+#ifndef PYOPTIM_MODULE
+#error "PYOPTIM_MODULE (the module's name) must be defined"
+#endif
+#define PYOPTIM_CONCAT2(a, b) a##b
+#define PYOPTIM_CONCAT(a, b) PYOPTIM_CONCAT2(a, b)
+#define PYOPTIM_STRING2(a) #a
+#define PYOPTIM_STRING(a) PYOPTIM_STRING2(a)
+
+namespace {
+
+struct Expected {
+  std::uintptr_t address;  // the param's memory
+  std::int64_t numel;
+  c10::ScalarType dtype;
+};
+
+struct Reader {
+  PyObject_HEAD
+  PyObject* params;  // a tuple, owned
+  PyObject* out;     // the array written, owned (its buffer is held in view)
+  Py_buffer view;
+  std::vector<Expected>* expected;
+  std::vector<at::Tensor>* held;
+};
+
+bool grad_is_plain(const at::Tensor& g, const Expected& e) {
+  return g.layout() == c10::kStrided && g.device().is_cpu() && g.scalar_type() == e.dtype &&
+         g.numel() == e.numel && g.is_contiguous() && !g.is_neg() && g.has_storage();
+}
+
+PyObject* reader_read(Reader* self, PyObject*) {
+  if (!self->held->empty()) Py_RETURN_FALSE;  // another step holds them: the slow way says why
+  auto* out = static_cast<std::uint64_t*>(self->view.buf);
+  const Py_ssize_t n = PyTuple_GET_SIZE(self->params);
+  try {
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      const at::Tensor& p = THPVariable_Unpack(PyTuple_GET_ITEM(self->params, i));
+      const Expected& e = (*self->expected)[static_cast<std::size_t>(i)];
+      if (!p.has_storage() || reinterpret_cast<std::uintptr_t>(p.data_ptr()) != e.address) {
+        self->held->clear();
+        Py_RETURN_FALSE;
+      }
+      const at::Tensor& g = p.grad();
+      if (!g.defined()) {
+        out[i] = 0;
+        continue;
+      }
+      const auto address = grad_is_plain(g, e) ? reinterpret_cast<std::uintptr_t>(g.data_ptr())
+                                               : std::uintptr_t{0};
+      if (address == 0) {  // 0 also where a lazy zero grad has no memory yet
+        self->held->clear();
+        Py_RETURN_FALSE;
+      }
+      out[i] = address;
+      self->held->push_back(g);
+    }
+  } catch (...) {  // a tensor torch cannot describe this way (no storage, a wrapper subclass)
+    self->held->clear();
+    Py_RETURN_FALSE;
+  }
+  Py_RETURN_TRUE;
+}
+
+// After a step has written the params of the last read() that had a grad: moves their autograd
+// version counters on, as torch.autograd.graph.increment_version does (not those of inference
+// tensors, which have none).
+PyObject* reader_mark_written(Reader* self, PyObject*) {
+  const auto* out = static_cast<const std::uint64_t*>(self->view.buf);
+  const Py_ssize_t n = PyTuple_GET_SIZE(self->params);
+  try {
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      if (out[i] == 0) continue;
+      const at::Tensor& p = THPVariable_Unpack(PyTuple_GET_ITEM(self->params, i));
+      if (!p.is_inference()) torch::autograd::impl::bump_version(p);
+    }
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* reader_release(Reader* self, PyObject*) {
+  self->held->clear();
+  Py_RETURN_NONE;
+}
+
+void reader_dealloc(Reader* self) {
+  delete self->held;
+  delete self->expected;
+  if (self->out != nullptr) PyBuffer_Release(&self->view);
+  Py_XDECREF(self->out);
+  Py_XDECREF(self->params);
+  Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
+}
+
+int reader_init(Reader* self, PyObject* args, PyObject* kwargs) {
+  static const char* names[] = {"params", "out", nullptr};
+  PyObject* params = nullptr;
+  PyObject* out = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O", const_cast<char**>(names), &PyTuple_Type,
+                                   &params, &out)) {
+    return -1;
+  }
+  if (self->params != nullptr) {
+    PyErr_SetString(PyExc_TypeError, "a Reader is made once");
+    return -1;
+  }
+  const Py_ssize_t n = PyTuple_GET_SIZE(params);
+  auto expected = std::vector<Expected>();
+  expected.reserve(static_cast<std::size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PyTuple_GET_ITEM(params, i);
+    if (!THPVariable_CheckExact(item)) {  // torch.Tensor or torch.nn.Parameter, no subclass
+      PyErr_Format(PyExc_TypeError, "params[%zd] is not a torch.Tensor or torch.nn.Parameter", i);
+      return -1;
+    }
+    const at::Tensor& p = THPVariable_Unpack(item);
+    try {
+      expected.push_back({reinterpret_cast<std::uintptr_t>(p.data_ptr()), p.numel(),
+                          p.scalar_type()});
+    } catch (...) {
+      PyErr_Format(PyExc_TypeError, "params[%zd] has no memory to read", i);
+      return -1;
+    }
+  }
+  if (PyObject_GetBuffer(out, &self->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) !=
+      0) {
+    return -1;
+  }
+  if (self->view.itemsize != 8 || self->view.len != n * 8 || self->view.format == nullptr ||
+      (self->view.format[0] != 'Q' && self->view.format[0] != 'L') || self->view.format[1] != 0) {
+    PyBuffer_Release(&self->view);
+    PyErr_SetString(PyExc_TypeError, "out must be a writable uint64 array of one element per param");
+    return -1;
+  }
+  try {
+    self->expected = new std::vector<Expected>(std::move(expected));
+    self->held = new std::vector<at::Tensor>();
+    self->held->reserve(static_cast<std::size_t>(n));
+  } catch (const std::bad_alloc&) {
+    PyBuffer_Release(&self->view);
+    PyErr_NoMemory();
+    return -1;
+  }
+  Py_INCREF(params);
+  self->params = params;
+  Py_INCREF(out);
+  self->out = out;
+  return 0;
+}
+
+PyMethodDef reader_methods[] = {
+    {"read", reinterpret_cast<PyCFunction>(reader_read), METH_NOARGS,
+     "Writes the grads' addresses to out and holds the grads: True; False where the slow way "
+     "must look (see the source's header)."},
+    {"mark_written", reinterpret_cast<PyCFunction>(reader_mark_written), METH_NOARGS,
+     "Moves on the autograd version counters of the params the last read() found a grad for."},
+    {"release", reinterpret_cast<PyCFunction>(reader_release), METH_NOARGS,
+     "Lets go of the held grads."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyTypeObject reader_type = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, PYOPTIM_STRING(PYOPTIM_MODULE),
+                          "pyoptim.torch's reader of torch grads (built against this torch).", -1,
+                          nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PYOPTIM_CONCAT(PyInit_, PYOPTIM_MODULE)() {
+  reader_type.tp_name = PYOPTIM_STRING(PYOPTIM_MODULE) ".Reader";
+  reader_type.tp_basicsize = sizeof(Reader);
+  reader_type.tp_flags = Py_TPFLAGS_DEFAULT;
+  reader_type.tp_doc = "Reads the grads of a tuple of torch params (see the source's header).";
+  reader_type.tp_new = PyType_GenericNew;
+  reader_type.tp_init = reinterpret_cast<initproc>(reader_init);
+  reader_type.tp_dealloc = reinterpret_cast<destructor>(reader_dealloc);
+  reader_type.tp_methods = reader_methods;
+  if (PyType_Ready(&reader_type) < 0) return nullptr;
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) return nullptr;
+  Py_INCREF(&reader_type);
+  if (PyModule_AddObject(module, "Reader", reinterpret_cast<PyObject*>(&reader_type)) < 0) {
+    Py_DECREF(&reader_type);
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
