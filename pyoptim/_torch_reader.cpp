@@ -54,6 +54,48 @@ struct Reader {
   std::vector<at::Tensor>* held;
 };
 
+// Hints to fetch [p, p + bytes) into the caches; a hint never faults.
+void prefetch(const void* p, std::size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (std::size_t at = 0; at < bytes; at += 64) __builtin_prefetch(c + at);
+}
+
+// The C++ objects read() walks, fetched a level at a time for every param before it walks them:
+// a step starts with the caches full of the last step's megabytes, and walking param after param
+// waits on memory at each of its five levels (Python object, TensorImpl, storage and autograd
+// metadata, the grad's TensorImpl, its storage): 52 us for gpt-tiny's 196 params against 4.5 us
+// warm. Level by level, the fetches of all params overlap.
+void fetch_ahead(PyObject* params) {
+  const Py_ssize_t n = PyTuple_GET_SIZE(params);
+  for (Py_ssize_t i = 0; i < n; ++i) prefetch(PyTuple_GET_ITEM(params, i), sizeof(THPVariable));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    prefetch(THPVariable_Unpack(PyTuple_GET_ITEM(params, i)).unsafeGetTensorImpl(),
+             sizeof(c10::TensorImpl));
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    const at::Tensor& p = THPVariable_Unpack(PyTuple_GET_ITEM(params, i));
+    prefetch(p.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(),
+             sizeof(c10::StorageImpl));
+    const auto* meta = torch::autograd::impl::get_autograd_meta(p);
+    if (meta != nullptr) prefetch(meta, sizeof(*meta));
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    const auto* meta =
+        torch::autograd::impl::get_autograd_meta(THPVariable_Unpack(PyTuple_GET_ITEM(params, i)));
+    if (meta != nullptr && meta->grad_.defined()) {
+      prefetch(meta->grad_.unsafeGetTensorImpl(), sizeof(c10::TensorImpl));
+    }
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    const auto* meta =
+        torch::autograd::impl::get_autograd_meta(THPVariable_Unpack(PyTuple_GET_ITEM(params, i)));
+    if (meta != nullptr && meta->grad_.defined()) {
+      prefetch(meta->grad_.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(),
+               sizeof(c10::StorageImpl));
+    }
+  }
+}
+
 bool grad_is_plain(const at::Tensor& g, const Expected& e) {
   return g.layout() == c10::kStrided && g.device().is_cpu() && g.scalar_type() == e.dtype &&
          g.numel() == e.numel && g.is_contiguous() && !g.is_neg() && g.has_storage();
@@ -64,6 +106,7 @@ PyObject* reader_read(Reader* self, PyObject*) {
   auto* out = static_cast<std::uint64_t*>(self->view.buf);
   const Py_ssize_t n = PyTuple_GET_SIZE(self->params);
   try {
+    fetch_ahead(self->params);
     for (Py_ssize_t i = 0; i < n; ++i) {
       const at::Tensor& p = THPVariable_Unpack(PyTuple_GET_ITEM(self->params, i));
       const Expected& e = (*self->expected)[static_cast<std::size_t>(i)];

@@ -121,6 +121,7 @@ _NUMEL = torch.Tensor.numel
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _IS_NEG = torch.Tensor.is_neg
 _IS_CPU = operator.attrgetter("is_cpu")
+_INCOMPLETE = object()  # Optimizer._state_complete while some param has not stepped
 _FLAT_ALIGN = 64  # bytes: each flat grad view starts on a cache line
 
 # What torch.optim.Optimizer's step wrapper (profile_hook_step) reads: the global step hooks and
@@ -225,6 +226,7 @@ class Optimizer(torch.optim.Optimizer):
         self._step_counts = np.zeros(0, self._scalar_dtype)
         self._steps = torch.from_numpy(self._step_counts)
         self._state_source = None
+        self._state_complete = _INCOMPLETE  # _refresh_state's
         super().__init__(params, self._engine.defaults)
 
     # -----------------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ class Optimizer(torch.optim.Optimizer):
         else:
             engine.step(given, grad_scale=grad_scale)
         self._step_counts[...] = engine._steps
-        if self._state_source != self._source():
+        if engine._plan is not self._state_complete and self._state_source != self._source():
             self._refresh_state()
         return loss
 
@@ -434,6 +436,10 @@ class Optimizer(torch.optim.Optimizer):
                 state[p] = entry
         self.state = state
         self._state_source = self._source()
+        # once every param has stepped, opt.state changes only with a new runner: step() then
+        # compares one attribute instead of counting the params that have stepped
+        self._state_complete = engine._plan if self._state_source[1] == len(engine._params) \
+            else _INCOMPLETE
 
     def _host_tensors(self) -> dict:
         """torch's scalar states as tensors sharing the engine's arrays (one element per param)."""
