@@ -15,8 +15,9 @@ Where it cannot be built or loaded (no compiler, no Python or torch headers), py
 once and reads the grads from Python, as fast as before it existed; the results are the same.
 ``PYOPTIM_TORCH_READER=0`` turns it off. The build goes to ``$PYOPTIM_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/pyoptim``, else ``~/.cache/pyoptim``), named after a hash of the source, the
-torch build and the Python version, written under a temporary name and renamed: processes that
-build at once (data-parallel ranks) each get a whole file."""
+torch build and the Python version, built by one process at a time (a lock file beside it;
+data-parallel ranks that start together build once), written under a temporary name and
+renamed, so that no process loads half a file."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ import warnings
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: processes that start together each build a whole file
+    fcntl = None
 
 SOURCE = Path(__file__).with_name("_torch_reader.cpp")
 ENV_SWITCH = "PYOPTIM_TORCH_READER"
@@ -88,7 +94,14 @@ def _load():
     name = module_name()
     path = cache_dir() / (name + sysconfig.get_config_var("EXT_SUFFIX"))
     if not path.exists():
-        _build(name, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # processes that start together (data-parallel ranks) build once: the first holds the
+        # lock while it builds, the others then find the file
+        with open(path.with_name(name + ".lock"), "w") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                _build(name, path)
     spec = importlib.util.spec_from_file_location(
         name, path, loader=importlib.machinery.ExtensionFileLoader(name, str(path)))
     module = importlib.util.module_from_spec(spec)
@@ -110,7 +123,6 @@ def compile_command(name: str, output: Path) -> list[str]:
 
 
 def _build(name: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     print(f"pyoptim.torch: building its reader of torch grads for torch {torch.__version__} "
           f"(once, some 10-30 s) into {path.parent}", file=sys.stderr, flush=True)
     fd, temporary = tempfile.mkstemp(prefix=name, suffix=".tmp.so", dir=path.parent)

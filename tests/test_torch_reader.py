@@ -216,3 +216,22 @@ def test_with_the_reader_the_params_are_those_without(tmp_path):
     assert (on["reader"], off["reader"]) == ("True", "False")
     assert on["warnings"] == off["warnings"] == "[]"
     assert on["params"] == off["params"]
+
+
+@pytest.mark.slow
+def test_processes_that_start_together_build_once(tmp_path):
+    """A fresh cache: two processes (data-parallel ranks) make an optimizer at once; one builds
+    (one message on stderr), the other waits on the lock and loads that build; no temporary
+    file is left."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__),
+           "PYOPTIM_CACHE_DIR": str(cache)}
+    runs = [subprocess.Popen([sys.executable, "-c", _TRAIN], cwd=tmp_path, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    results = [dict(line.split(" ", 1) for line in out.splitlines()) for out, _ in outputs]
+    assert [r["reader"] for r in results] == ["True", "True"]
+    assert results[0]["params"] == results[1]["params"]
+    assert sum(err.count("building its reader") for _, err in outputs) == 1
+    assert [f.suffix for f in cache.iterdir() if f.suffix != ".lock"] == [".so"]
