@@ -7,6 +7,7 @@ every test both ways (the grad_reader fixture)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -169,7 +170,7 @@ def test_the_module_name_is_a_hash_of_the_source_and_torch(monkeypatch, tmp_path
 
 
 _TRAIN = """
-import warnings, torch, pyoptim.torch as pt
+import json, warnings, torch, pyoptim.torch as pt
 from test_torch_optim import make_model, make_data, loss_of
 torch.manual_seed(0)
 model = make_model()
@@ -181,9 +182,9 @@ for _ in range(7):
     opt.zero_grad()
     loss_of(model, make_data()).backward()
     opt.step()
-print("reader", opt._reader is not None)
-print("warnings", [str(w.message) for w in caught])
-print("params", [p.detach().tolist() for p in model.parameters()])
+print(json.dumps({"reader": opt._reader is not None,
+                  "warnings": [str(w.message) for w in caught],
+                  "params": [p.detach().tolist() for p in model.parameters()]}))
 """
 
 
@@ -192,7 +193,7 @@ def _train(tmp_path, **env):
         [sys.executable, "-c", _TRAIN], cwd=tmp_path, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": os.path.dirname(__file__), **env}, timeout=300)
     assert done.returncode == 0, done.stderr
-    return dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    return json.loads(done.stdout)
 
 
 def test_without_a_compiler_it_warns_once_and_steps_as_when_off(tmp_path):
@@ -201,11 +202,11 @@ def test_without_a_compiler_it_warns_once_and_steps_as_when_off(tmp_path):
     cache = tmp_path / "cache"
     failed = _train(tmp_path, CXX="false", PYOPTIM_CACHE_DIR=str(cache))
     off = _train(tmp_path, PYOPTIM_TORCH_READER="0", PYOPTIM_CACHE_DIR=str(cache))
-    assert failed["reader"] == off["reader"] == "False"
-    warnings = eval(failed["warnings"])  # noqa: S307 (our own output)
+    assert failed["reader"] is off["reader"] is False
+    warnings = failed["warnings"]
     assert len(warnings) == 1 and "could not be built" in warnings[0] and \
         "PYOPTIM_TORCH_READER=0" in warnings[0]
-    assert off["warnings"] == "[]"
+    assert off["warnings"] == []
     assert failed["params"] == off["params"]
     assert not any(cache.glob("*.so")), "a failed build leaves no file behind"
 
@@ -213,8 +214,8 @@ def test_without_a_compiler_it_warns_once_and_steps_as_when_off(tmp_path):
 def test_with_the_reader_the_params_are_those_without(tmp_path):
     """A fresh process loads the reader built before (no build, no warning)."""
     on, off = _train(tmp_path), _train(tmp_path, PYOPTIM_TORCH_READER="0")
-    assert (on["reader"], off["reader"]) == ("True", "False")
-    assert on["warnings"] == off["warnings"] == "[]"
+    assert (on["reader"], off["reader"]) == (True, False)
+    assert on["warnings"] == off["warnings"] == []
     assert on["params"] == off["params"]
 
 
@@ -230,8 +231,8 @@ def test_processes_that_start_together_build_once(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     outputs = [run.communicate(timeout=600) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
-    results = [dict(line.split(" ", 1) for line in out.splitlines()) for out, _ in outputs]
-    assert [r["reader"] for r in results] == ["True", "True"]
+    results = [json.loads(out) for out, _ in outputs]
+    assert [r["reader"] for r in results] == [True, True]
     assert results[0]["params"] == results[1]["params"]
     assert sum(err.count("building its reader") for _, err in outputs) == 1
     assert [f.suffix for f in cache.iterdir() if f.suffix != ".lock"] == [".so"]
