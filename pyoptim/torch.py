@@ -85,7 +85,8 @@ What differs from torch.optim:
   counter of every param it updated (``torch.autograd.graph.increment_version``), as torch's
   in-place ops do, so a backward through a graph saved before the step raises as after
   torch.optim's step. The state tensors' counters do not move (torch.optim's do).
-* ``foreach``, ``fused`` and ``capturable`` are accepted and ignored; ``differentiable=True``,
+* ``foreach``, ``fused`` and ``capturable`` are accepted and ignored (both of the first two
+  True is refused, as by torch); ``differentiable=True``,
   sparse gradients, complex params and a tensor or pyoptim schedule as ``lr`` are refused (use
   ``torch.optim.lr_scheduler``). An optimizer cannot be pickled or deep-copied: save its
   ``state_dict()``.
@@ -206,6 +207,8 @@ class Optimizer(torch.optim.Optimizer):
         # the engine checks the hyperparameters and holds the state; torch's __init__ then adds
         # the param groups through add_param_group
         self._engine = self._engine_class(NO_PARAMS, *args, **kwargs)
+        if self._engine.defaults.get("fused") and self._engine.defaults.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")  # torch's words
         # values are checked here and by add_param_group, as torch.optim checks them; a step
         # takes what a scheduler or the user set since (LinearLR's decay to 0 can end at -3e-20)
         self._engine._values_checked_each_step = False

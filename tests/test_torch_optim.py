@@ -1007,6 +1007,20 @@ def test_refusals_name_what_is_wrong():
         copy.deepcopy(opt)
 
 
+@pytest.mark.parametrize("name", [
+    name for name in sorted(TORCH_NAMES.values())
+    if {"foreach", "fused"} <= set(inspect.signature(getattr(torch.optim, name)).parameters)])
+def test_foreach_and_fused_both_true_is_refused_as_torch_refuses_it(name):
+    """Where torch's constructor takes both flags, both True raises torch's RuntimeError."""
+    outcomes = []
+    for cls in (getattr(torch.optim, name), getattr(pt, name)):
+        with pytest.raises(RuntimeError) as raised:
+            cls([nn.Parameter(torch.ones(4))], foreach=True, fused=True)
+        outcomes.append(str(raised.value))
+    assert outcomes[0] == outcomes[1]
+    getattr(pt, name)([nn.Parameter(torch.ones(4))], foreach=False, fused=True)
+
+
 def test_bfloat16_state_by_name_before_ml_dtypes_is_imported(tmp_path):
     """state_dtype='bfloat16' (or torch.bfloat16) in a process where nothing imported ml_dtypes
     yet: pyoptim imports it where bfloat16 is asked for, pyoptim.torch included."""
