@@ -148,23 +148,6 @@ class Plan {
                                static_cast<std::size_t>(addresses.shape(0)));
   }
 
-  std::size_t take_grad_addresses(const std::uintptr_t* addresses, std::size_t count) {
-    begin_grads(count);
-    std::size_t given = 0;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      if (addresses[i] == 0) continue;
-      ++given;
-      const Buffer& param = params_[i].self.buffer;
-      if (addresses[i] % static_cast<std::uintptr_t>(itemsize_of(param.dtype)) != 0) {
-        throw py::value_error(prefix() + name(kGradSlot, i) + " is not aligned to its dtype");
-      }
-      accept_grad(i, Buffer{reinterpret_cast<void*>(addresses[i]), param.nbytes, param.size,
-                            param.dtype, param.shape});
-    }
-    finish_grads(std::vector<py::object>(params_.size()));
-    return given;
-  }
-
   // The sum of squares of the held grads and whether all are finite (reductions.h).
   py::tuple grad_sum_of_squares() {
     require_grads();
@@ -317,6 +300,24 @@ class Plan {
         if (p.state[k] != nullptr) recheck(p.states[k], static_cast<int>(k) + 2, i);
       }
     }
+  }
+
+  // set_grad_addresses' work, for either form of the addresses.
+  std::size_t take_grad_addresses(const std::uintptr_t* addresses, std::size_t count) {
+    begin_grads(count);
+    std::size_t given = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (addresses[i] == 0) continue;
+      ++given;
+      const Buffer& param = params_[i].self.buffer;
+      if (addresses[i] % static_cast<std::uintptr_t>(itemsize_of(param.dtype)) != 0) {
+        throw py::value_error(prefix() + name(kGradSlot, i) + " is not aligned to its dtype");
+      }
+      accept_grad(i, Buffer{reinterpret_cast<void*>(addresses[i]), param.nbytes, param.size,
+                            param.dtype, param.shape});
+    }
+    finish_grads(std::vector<py::object>(params_.size()));
+    return given;
   }
 
   // The start of set_grads / set_grad_addresses: one grad per param; none held yet.

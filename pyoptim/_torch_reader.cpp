@@ -60,6 +60,18 @@ void prefetch(const void* p, std::size_t bytes) {
   for (std::size_t at = 0; at < bytes; at += 64) __builtin_prefetch(c + at);
 }
 
+// Param i of the tuple.
+const at::Tensor& param(PyObject* params, Py_ssize_t i) {
+  return THPVariable_Unpack(PyTuple_GET_ITEM(params, i));
+}
+
+// The TensorImpl of param i's grad, or nullptr: where read() will find it, for fetching only
+// (at::Tensor::grad() reads the same member, after checks that are not needed for a hint).
+const c10::TensorImpl* grad_impl(PyObject* params, Py_ssize_t i) {
+  const auto* meta = torch::autograd::impl::get_autograd_meta(param(params, i));
+  return meta != nullptr && meta->grad_.defined() ? meta->grad_.unsafeGetTensorImpl() : nullptr;
+}
+
 // The C++ objects read() walks, fetched a level at a time for every param before it walks them:
 // a step starts with the caches full of the last step's megabytes, and walking param after param
 // waits on memory at each of its five levels (Python object, TensorImpl, storage and autograd
@@ -69,29 +81,21 @@ void fetch_ahead(PyObject* params) {
   const Py_ssize_t n = PyTuple_GET_SIZE(params);
   for (Py_ssize_t i = 0; i < n; ++i) prefetch(PyTuple_GET_ITEM(params, i), sizeof(THPVariable));
   for (Py_ssize_t i = 0; i < n; ++i) {
-    prefetch(THPVariable_Unpack(PyTuple_GET_ITEM(params, i)).unsafeGetTensorImpl(),
-             sizeof(c10::TensorImpl));
+    prefetch(param(params, i).unsafeGetTensorImpl(), sizeof(c10::TensorImpl));
   }
   for (Py_ssize_t i = 0; i < n; ++i) {
-    const at::Tensor& p = THPVariable_Unpack(PyTuple_GET_ITEM(params, i));
+    const at::Tensor& p = param(params, i);
     prefetch(p.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(),
              sizeof(c10::StorageImpl));
     const auto* meta = torch::autograd::impl::get_autograd_meta(p);
     if (meta != nullptr) prefetch(meta, sizeof(*meta));
   }
   for (Py_ssize_t i = 0; i < n; ++i) {
-    const auto* meta =
-        torch::autograd::impl::get_autograd_meta(THPVariable_Unpack(PyTuple_GET_ITEM(params, i)));
-    if (meta != nullptr && meta->grad_.defined()) {
-      prefetch(meta->grad_.unsafeGetTensorImpl(), sizeof(c10::TensorImpl));
-    }
+    if (const auto* g = grad_impl(params, i)) prefetch(g, sizeof(c10::TensorImpl));
   }
   for (Py_ssize_t i = 0; i < n; ++i) {
-    const auto* meta =
-        torch::autograd::impl::get_autograd_meta(THPVariable_Unpack(PyTuple_GET_ITEM(params, i)));
-    if (meta != nullptr && meta->grad_.defined()) {
-      prefetch(meta->grad_.unsafeGetTensorImpl()->unsafe_storage().unsafeGetStorageImpl(),
-               sizeof(c10::StorageImpl));
+    if (const auto* g = grad_impl(params, i)) {
+      prefetch(g->unsafe_storage().unsafeGetStorageImpl(), sizeof(c10::StorageImpl));
     }
   }
 }
@@ -101,38 +105,41 @@ bool grad_is_plain(const at::Tensor& g, const Expected& e) {
          g.numel() == e.numel && g.is_contiguous() && !g.is_neg() && g.has_storage();
 }
 
-PyObject* reader_read(Reader* self, PyObject*) {
-  if (!self->held->empty()) Py_RETURN_FALSE;  // another step holds them: the slow way says why
+// read()'s walk: false at the first param or grad the Python checks would decline (or that
+// torch cannot describe this way: no storage, a wrapper subclass), with grads held before it.
+bool read_all(Reader* self) {
   auto* out = static_cast<std::uint64_t*>(self->view.buf);
   const Py_ssize_t n = PyTuple_GET_SIZE(self->params);
   try {
     fetch_ahead(self->params);
     for (Py_ssize_t i = 0; i < n; ++i) {
-      const at::Tensor& p = THPVariable_Unpack(PyTuple_GET_ITEM(self->params, i));
+      const at::Tensor& p = param(self->params, i);
       const Expected& e = (*self->expected)[static_cast<std::size_t>(i)];
       if (!p.has_storage() || reinterpret_cast<std::uintptr_t>(p.data_ptr()) != e.address) {
-        self->held->clear();
-        Py_RETURN_FALSE;
+        return false;
       }
       const at::Tensor& g = p.grad();
       if (!g.defined()) {
         out[i] = 0;
         continue;
       }
-      const auto address = grad_is_plain(g, e) ? reinterpret_cast<std::uintptr_t>(g.data_ptr())
-                                               : std::uintptr_t{0};
-      if (address == 0) {  // 0 also where a lazy zero grad has no memory yet
-        self->held->clear();
-        Py_RETURN_FALSE;
-      }
+      if (!grad_is_plain(g, e)) return false;
+      const auto address = reinterpret_cast<std::uintptr_t>(g.data_ptr());
+      if (address == 0) return false;  // a lazy zero grad, without memory yet
       out[i] = address;
       self->held->push_back(g);
     }
-  } catch (...) {  // a tensor torch cannot describe this way (no storage, a wrapper subclass)
-    self->held->clear();
-    Py_RETURN_FALSE;
+  } catch (...) {
+    return false;
   }
-  Py_RETURN_TRUE;
+  return true;
+}
+
+PyObject* reader_read(Reader* self, PyObject*) {
+  if (!self->held->empty()) Py_RETURN_FALSE;  // another step holds them: the slow way says why
+  if (read_all(self)) Py_RETURN_TRUE;
+  self->held->clear();
+  Py_RETURN_FALSE;
 }
 
 // After a step has written the params of the last read() that had a grad: moves their autograd
@@ -144,7 +151,7 @@ PyObject* reader_mark_written(Reader* self, PyObject*) {
   try {
     for (Py_ssize_t i = 0; i < n; ++i) {
       if (out[i] == 0) continue;
-      const at::Tensor& p = THPVariable_Unpack(PyTuple_GET_ITEM(self->params, i));
+      const at::Tensor& p = param(self->params, i);
       if (!p.is_inference()) torch::autograd::impl::bump_version(p);
     }
   } catch (const std::exception& e) {
