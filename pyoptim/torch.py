@@ -47,11 +47,17 @@ What differs from torch.optim:
   pyoptim's float32 state of 16-bit params to the param dtype (torch's behaviour).
 * **State is allocated when the optimizer is built**, not at the first step (``opt.state``
   shows a param's entry once it has taken a step, as torch's does). Its tensors share memory
-  with the optimizer: update them in place; assigning a new tensor to an entry has no effect
-  (nor does writing a ``step`` in place). ``state_dict()`` returns them, the state the kernels
-  use, as torch's does (not copies: deepcopy it, or save it, to keep a snapshot); ``step`` and
-  torch's scalar states are fresh tensors there. Deleting entries (``opt.state.clear()``,
-  ``del opt.state[p]``) starts those params afresh at their next step, as in torch.
+  with the optimizer: update them in place. What is written to ``opt.state`` counts from the
+  next step (or ``state_dict()``), as in torch: a tensor assigned to an entry
+  (``opt.state[p]["exp_avg"] = t``) is copied into the state the kernels use, which the entry
+  then holds again (``t`` itself is not updated by later steps, as it would be by torch's);
+  it must have the state's dtype and shape (a TypeError or ValueError names it otherwise). A
+  ``step`` assigned or written in place sets the param's step count (to a whole number; 0 is
+  refused: delete the entry to start a param afresh); keys of your own stay in their entries.
+  ``state_dict()`` returns the state tensors, the state the kernels use, as torch's does (not
+  copies: deepcopy it, or save it, to keep a snapshot); ``step`` and torch's scalar states are
+  fresh tensors there. Deleting entries (``opt.state.clear()``, ``del opt.state[p]``) starts
+  those params afresh at their next step, as in torch.
 * **Params stay where they are.** The optimizer updates the memory its params had when it was
   built; a step after ``p.data`` was replaced (``module.to()``, ``.half()``...) is refused, as
   is one after a group's ``"params"`` list was edited (add params with ``add_param_group``).
@@ -97,6 +103,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
 import operator
 from collections import defaultdict
 from itertools import chain
@@ -239,6 +246,8 @@ class Optimizer(torch.optim.Optimizer):
         """Adds a param group, as torch.optim.Optimizer.add_param_group does (named params,
         keys of your own and hyperparameters that default to the optimizer's)."""
         engine = self._engine
+        if type(self.state) is _State:  # what was written to opt.state, before it is rebuilt
+            self._take_state_edits()
         groups = self.param_groups
         self.param_groups = list(groups)  # torch's checks append the group here
         try:
@@ -294,7 +303,7 @@ class Optimizer(torch.optim.Optimizer):
             found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and float(found_inf) != 0.0:
             return loss  # an inf or NaN in the scaled gradients: GradScaler skips this step
-        self._forget_deleted_state()
+        self._take_state_edits()
         self._check_params_unchanged()
         grad_scale = None if grad_scale is None else float(grad_scale)
         engine, reader = self._engine, self._reader
@@ -424,20 +433,34 @@ class Optimizer(torch.optim.Optimizer):
         engine = self._engine
         return engine._plan, int(np.count_nonzero(engine._steps))
 
-    def _refresh_state(self) -> None:
+    def _refresh_state(self, fresh: bool = False) -> None:
         """opt.state: for each param that has taken a step, torch tensors sharing memory with the
-        engine's state (its step count: a view of the scalar-dtype copy of the counts)."""
+        engine's state (its step count: a view of the scalar-dtype copy of the counts). Each
+        param keeps its entry, one dict from step to step as in torch, with any keys of your own
+        in it; fresh: new entries (a loaded checkpoint's state replaces all of it)."""
         engine = self._engine
         self._step_counts[...] = engine._steps
         host = self._host_tensors()
-        state = _State(dict)
+        state = self.state
+        if fresh or type(state) is not _State:
+            state = _State(dict)
         for i, p in enumerate(engine._params):
-            if engine._steps[i] == 0:
+            entry = dict.get(state, p)
+            if engine._steps[i] == 0:  # no state: only keys of your own are kept
+                if entry is not None:
+                    mine = {k: v for k, v in entry.items() if not self._is_engine_key(i, k)}
+                    if mine:
+                        dict.__setitem__(state, p, _Entry(state, mine))
+                    else:
+                        dict.__delitem__(state, p)
                 continue
-            entry = self._entry(i, host)
-            if entry:
-                state[p] = entry
+            if type(entry) is not _Entry or entry.owner is not state:
+                entry = _Entry(state, entry or ())
+                dict.__setitem__(state, p, entry)
+            dict.update(entry, self._entry(i, host))
+        state.edited = state.deleted = False
         self.state = state
+        self._steps_version = self._steps._version
         self._state_source = self._source()
         # once every param has stepped, opt.state changes only with a new runner: step() then
         # compares one attribute instead of counting the params that have stepped
@@ -469,35 +492,88 @@ class Optimizer(torch.optim.Optimizer):
                     "was added; this optimizer's params are fixed then: add params with "
                     "add_param_group(), or build a new optimizer for another set")
 
-    def _forget_deleted_state(self) -> None:
-        """Params whose entries were deleted from opt.state since it was built (opt.state.clear()
-        or del opt.state[p]: how torch.optim users reset an optimizer; or opt.state replaced)
-        start afresh at their next step, as in torch: the engine reloads its own state without
-        theirs. One attribute read a step when nothing was deleted."""
+    def _is_engine_key(self, i: int, key) -> bool:
+        """Whether key of param i's entry is state the kernels use (else a key of your own)."""
+        return (key == "step" and self._state_has_step) or key in self._engine._host \
+            or key in self._engine._buffers[i]
+
+    def _take_state_edits(self) -> None:
+        """What was written to opt.state since the last step, taken as torch.optim takes it (one
+        attribute read and one version counter when nothing was):
+
+        * a tensor assigned to an entry (``opt.state[p]["exp_avg"] = t``): its values are copied
+          into the state the kernels use (of the same dtype and shape: a TypeError or
+          ValueError that names it otherwise), and the entry holds that state again;
+        * a step count assigned or written in place (``opt.state[p]["step"].fill_(10)``): the
+          param's next step is the one after it (a whole number of at least 1; to start a
+          param afresh, delete its entry); torch's scalar states likewise;
+        * entries deleted (``opt.state.clear()``, ``del opt.state[p]``, ``opt.state[p] = {}``,
+          or opt.state replaced): those params start afresh at their next step, as in torch;
+          the engine reloads its own state without theirs;
+        * keys of your own ride along in their entries."""
         state = self.state
-        if type(state) is _State and not state.deleted:
+        if type(state) is _State and not state.edited and not state.deleted \
+                and self._steps._version == self._steps_version:
             return
         engine = self._engine
-        kept = {engine._index_of.get(id(p)) for p, entry in state.items() if entry}
-        saved = engine.state_dict()
-        saved["state"] = {i: entry for i, entry in saved["state"].items() if i in kept}
-        engine.load_state_dict(saved)
+        steps, host, copies = {}, [], []  # checked first: a refused edit changes nothing
+        for p, entry in state.items():
+            i = engine._index_of.get(id(p))
+            if i is None or engine._params[i] is not p or not isinstance(entry, dict):
+                continue
+            for key, value in entry.items():
+                where = f"opt.state[param {i}][{key!r}]"
+                if key == "step" and self._state_has_step:
+                    step = _whole_step(value, where)
+                    if step == 0 and engine._steps[i] != 0:
+                        raise ValueError(
+                            f"{where}: a step count of 0 would start the param afresh with the "
+                            "state it has; to start it afresh, delete its entry "
+                            "(del opt.state[p])")
+                    steps[i] = step
+                elif key in engine._host:
+                    values = engine._host[key]
+                    if isinstance(value, torch.Tensor) and value.dtype != self._steps.dtype:
+                        raise TypeError(f"{where} is a {value.dtype} tensor; torch's scalar "
+                                        f"states are {self._steps.dtype} here: assign one of "
+                                        "that dtype")
+                    host.append((values, i, _number(value, where)))
+                elif key in engine._buffers[i]:
+                    ours = _as_tensor(engine._buffers[i][key])
+                    if _assigned(ours, value, where):
+                        copies.append((ours, value))
+        for values, i, number in host:
+            values[i] = number
+        with torch.no_grad():
+            for ours, value in copies:
+                ours.copy_(value.clone() if value.device == ours.device else value)
+        if any(engine._steps[i] != step for i, step in steps.items()):
+            for i, step in steps.items():
+                engine._steps[i] = step
+            engine._recount_group_steps()
+        if type(state) is not _State or state.deleted:
+            kept = set()  # params whose entries hold state
+            for p, entry in state.items():
+                i = engine._index_of.get(id(p))
+                if i is not None and isinstance(entry, dict) and \
+                        any(self._is_engine_key(i, k) for k in entry):
+                    kept.add(i)
+            saved = engine.state_dict()
+            saved["state"] = {i: entry for i, entry in saved["state"].items() if i in kept}
+            engine.load_state_dict(saved)
         self._refresh_state()
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's state dict: {"state": {index: {"step": tensor, <buffers>}},
         "param_groups": [...]}. The buffers are the optimizer's own tensors (as torch's are),
-        those the kernels use even where a tensor was assigned to an entry of opt.state; "step"
-        and torch's scalar states are copies; keys of your own ride along."""
-        self._forget_deleted_state()
-        engine, host, live = self._engine, self._host_tensors(), self.state
+        with what was written to opt.state taken first; "step" and torch's scalar states are
+        copies; keys of your own ride along."""
+        self._take_state_edits()
+        live = self.state
         saved = {}
         for p, entry in live.items():
             if not entry:  # made by reading opt.state[p] for a param without state
                 continue
-            # the state the kernels use, over a tensor assigned to an entry (which they ignore);
-            # other keys as they are
-            entry = {**entry, **self._entry(engine._index_of[id(p)], host)}
             saved[p] = {k: v.clone() if isinstance(v, torch.Tensor) and v.ndim == 0 else v
                         for k, v in entry.items()}
         self.state = saved
@@ -525,6 +601,20 @@ class Optimizer(torch.optim.Optimizer):
             for g, saved in enumerate(state_dict["param_groups"]):
                 if isinstance(saved, dict):
                     _check_lr(saved.get("lr"), f"param_groups[{g}]: lr")
+        # keys of your own in state entries ride along; state names go to the engine (which
+        # refuses another optimizer's); an entry left empty is no state, as in torch
+        entries, mine = state_dict.get("state"), {}
+        if isinstance(entries, dict):
+            state_dict["state"] = {}
+            for index, entry in entries.items():
+                if isinstance(entry, dict):
+                    own = {k: v for k, v in entry.items() if k not in _STATE_KEYS}
+                    if own:
+                        mine[index] = own
+                    entry = {k: v for k, v in entry.items() if k in _STATE_KEYS}
+                    if not entry:
+                        continue
+                state_dict["state"][index] = entry
         # other top-level keys (metadata a state_dict post-hook added) are ignored, as by torch
         engine.load_state_dict({k: v for k, v in state_dict.items()
                                 if k in ("state", "param_groups", "pyoptim")})
@@ -534,7 +624,11 @@ class Optimizer(torch.optim.Optimizer):
                 if key not in saved and key != "param_names":
                     del group[key]
             group.update(_extra_keys(saved, engine))
-        self._refresh_state()
+        self._refresh_state(fresh=True)
+        param_of = {index: p for group, saved in zip(self.param_groups, saved_groups)
+                    for index, p in zip(saved["params"], group["params"])}
+        for index, own in mine.items():
+            dict.update(self.state[param_of[index]], own)
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 
@@ -659,9 +753,20 @@ for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "e
 
 
 class _State(defaultdict):
-    """opt.state (torch's defaultdict(dict)), which notes that entries were deleted."""
+    """opt.state (torch's defaultdict(dict)), which notes that entries were written (edited) or
+    deleted; reading a missing entry adds an empty one, as torch's does."""
 
+    edited = False
     deleted = False
+
+    def __missing__(self, key):
+        entry = _Entry(self)
+        dict.__setitem__(self, key, entry)
+        return entry
+
+    def __setitem__(self, key, value):  # a whole entry: what it holds replaces what was there
+        super().__setitem__(key, value)
+        self.edited = self.deleted = True
 
     def __delitem__(self, key):
         super().__delitem__(key)
@@ -681,10 +786,58 @@ class _State(defaultdict):
         self.deleted = True
         return item
 
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self.edited = self.deleted = True
+
+
+class _Entry(dict):
+    """One param's entry of opt.state, which notes on opt.state (owner) that it was written.
+    Pickled or copied, it is a plain dict."""
+
+    def __init__(self, owner: _State, items=()):
+        super().__init__(items)
+        self.owner = owner
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
+def _noting_edit(name: str):
+    method = getattr(dict, name)
+
+    def editing(self, *args, **kwargs):
+        self.owner.edited = True
+        return method(self, *args, **kwargs)
+
+    editing.__name__ = name
+    return editing
+
+
+for _name in ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem", "update"):
+    setattr(_Entry, _name, _noting_edit(_name))
+
 
 # every hyperparameter name of pyoptim's optimizers (torch's flags included)
 _HYPERPARAMETERS = frozenset().union(
     *(cls._engine_class(NO_PARAMS).defaults for cls in Optimizer.__subclasses__()))
+
+
+# every state name of pyoptim's optimizers (buffers and torch's scalar states) and "step": the
+# keys of a state entry that are not keys of your own
+_STATE_KEYS = frozenset({"step"}).union(
+    *(set(spec.states) | set(spec.host_states)
+      for spec in (cls._engine_class(NO_PARAMS)._spec for cls in Optimizer.__subclasses__())))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -819,6 +972,43 @@ def _extra_keys(group: dict, engine: optim.Optimizer) -> dict:
     (initial_lr...), the user's own."""
     return {k: v for k, v in group.items() if k != "params" and k not in engine.defaults
             and k not in _HYPERPARAMETERS}
+
+
+def _number(value, where: str) -> float:
+    """A number written to opt.state (a one-element tensor, or a Python or NumPy number)."""
+    try:
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1 or value.is_complex():
+                raise TypeError
+            return float(value.item())
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where} must be a number or a one-element tensor, got "
+                        f"{type(value).__name__}") from None
+
+
+def _whole_step(value, where: str) -> int:
+    """A step count written to opt.state: a whole number, at least 0."""
+    number = _number(value, where)
+    if not (math.isfinite(number) and 0 <= number < 2**53 and number == int(number)):
+        raise ValueError(f"{where} must be a whole number of steps, got {number}")
+    return int(number)
+
+
+def _assigned(ours: torch.Tensor, value, where: str) -> bool:
+    """Whether value, in an entry of opt.state where the state the kernels use (ours) was, is
+    another tensor, whose values are to be copied into ours: of the same dtype and shape (the
+    state is never cast); False where it is ours."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where} must be a tensor, got {type(value).__name__}")
+    if value.dtype != ours.dtype:
+        raise TypeError(f"{where} is a {value.dtype} tensor; this optimizer keeps that state in "
+                        f"{ours.dtype} (state_dtype): assign a tensor of that dtype")
+    if value.shape != ours.shape:
+        raise ValueError(f"{where} has shape {tuple(value.shape)}; its param's is "
+                         f"{tuple(ours.shape)}")
+    return not (value.device == ours.device and value.data_ptr() == ours.data_ptr()
+                and value.stride() == ours.stride())
 
 
 def _host_grad(g: torch.Tensor, i: int):

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 
+import pyoptim
 from pyoptim import _cpu, reference
 from cases import FULL_CASES, Case
 
@@ -639,6 +640,139 @@ def test_deleting_state_entries_starts_those_params_afresh_as_torch(name, how):
     assert sorted(saved) == sorted(theirs_saved) == [0, 1, 2]
     for i in saved:
         assert float(saved[i].get("step", 0)) == float(theirs_saved[i].get("step", 0)), i
+
+
+def _edit_state(opt, params, edit):
+    """One of the writes to opt.state that torch.optim users make (test below)."""
+    state = opt.state
+    if edit == "exp_avg assigned":
+        state[params[0]]["exp_avg"] = torch.full_like(params[0], 0.25)
+    elif edit == "exp_avg_sq written through a view, then assigned":
+        state[params[1]]["exp_avg_sq"][1:3] = 4.0
+        state[params[0]]["exp_avg_sq"] = state[params[0]]["exp_avg_sq"] * 3
+    elif edit == "step written in place":
+        state[params[0]]["step"].fill_(100)
+    elif edit == "step assigned":
+        state[params[1]]["step"] = torch.tensor(40.0)
+    elif edit == "mu_product assigned":
+        state[params[0]]["mu_product"] = torch.tensor(0.5)
+    elif edit == "eta assigned":
+        state[params[1]]["eta"] = torch.tensor(0.02)
+    elif edit == "momentum_buffer assigned":
+        state[params[0]]["momentum_buffer"] = -torch.ones_like(params[0])
+    elif edit == "sum assigned":
+        state[params[1]]["sum"] = torch.linspace(0, 1, params[1].numel(), dtype=torch.float64)
+    elif edit == "whole entry replaced":
+        state[params[0]] = {k: v if k == "step" else v * 2 for k, v in state[params[0]].items()}
+    else:
+        raise AssertionError(edit)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "edit"), [
+    ("Adam", {}, "exp_avg assigned"),
+    ("AdamW", {"amsgrad": True}, "exp_avg_sq written through a view, then assigned"),
+    ("Adam", {}, "step written in place"),
+    ("RAdam", {}, "step assigned"),
+    ("NAdam", {}, "mu_product assigned"),
+    ("ASGD", {}, "eta assigned"),
+    ("SGD", {"momentum": 0.9, "lr": 0.1}, "momentum_buffer assigned"),
+    ("Adagrad", {}, "sum assigned"),
+    ("Adam", {}, "whole entry replaced"),
+])
+def test_what_is_written_to_opt_state_counts_from_the_next_step_as_in_torch(name, kwargs, edit):
+    """torch.optim steps with its state entries as they are at each step: a tensor assigned to
+    one, a step count written in place or assigned, torch's scalar states. pyoptim.torch's
+    entries shared memory with its state, but an assigned tensor or step was ignored (the run
+    went on from the old values). float64, edited after 3 steps, 8 steps, every state entry
+    compared after each; each param keeps one entry dict, as in torch."""
+    params = _twin_params(7, 5)
+    ours = getattr(pt, name)(params["ours"], **kwargs)
+    theirs = getattr(torch.optim, name)(params["theirs"], **kwargs)
+    entries = {}
+
+    def edit_at_3(t):
+        if t == 3:
+            _edit_state(ours, params["ours"], edit)
+            _edit_state(theirs, params["theirs"], edit)
+        if t == 2:
+            entries.update({id(p): ours.state[p] for p in params["ours"]})
+
+    _step_twins(ours, theirs, params, 8, before=edit_at_3)
+    replaced = {id(params["ours"][0])} if edit == "whole entry replaced" else set()
+    for p in params["ours"]:
+        assert (ours.state[p] is entries[id(p)]) == (id(p) not in replaced)
+
+
+def test_keys_of_your_own_stay_in_opt_state_as_in_torch():
+    """Keys a user (or a library) puts in an opt.state entry stay there, as in torch.optim:
+    across steps, a param group added later, a param's first step, and a state_dict() round
+    trip. pyoptim.torch dropped them whenever opt.state was rebuilt, and refused them on load.
+    An entry copied or pickled is a plain dict, and copying one copies nothing else."""
+    params = _twin_params(7, 5)["ours"]
+    opt = pt.Adam(params[:1])
+    params[0].grad = torch.ones_like(params[0])
+    opt.step()
+    opt.state[params[0]]["note"] = 7
+    opt.state[params[1]]["seen"] = 1  # a param not in the optimizer yet
+    opt.step()
+    opt.add_param_group({"params": params[1:]})
+    params[1].grad = torch.ones_like(params[1])
+    opt.step()
+    assert opt.state[params[0]]["note"] == 7 and opt.state[params[1]]["seen"] == 1
+    assert float(opt.state[params[1]]["step"]) == 1
+    copied = copy.deepcopy(opt.state[params[0]])
+    assert type(copied) is dict and copied["note"] == 7
+    assert copied["exp_avg"] is not opt.state[params[0]]["exp_avg"]
+    assert torch.equal(copied["exp_avg"], opt.state[params[0]]["exp_avg"])
+    fresh = pt.Adam([{"params": params[:1]}, {"params": params[1:]}])
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.state[params[0]]["note"] == 7 and fresh.state[params[1]]["seen"] == 1
+    assert torch.equal(fresh.state[params[1]]["exp_avg"], opt.state[params[1]]["exp_avg"])
+    with pytest.raises(pyoptim.CheckpointError, match="does not keep"):
+        saved = opt.state_dict()
+        saved["state"][0]["momentum_buffer"] = saved["state"][0]["exp_avg"]
+        fresh.load_state_dict(saved)  # another optimizer's state is no key of your own
+
+
+@pytest.mark.parametrize(("key", "value", "error", "match"), [
+    ("exp_avg", lambda p: torch.zeros(p.shape, dtype=torch.float32), TypeError,
+     r"opt.state\[param 1\]\['exp_avg'\] is a torch.float32 tensor"),
+    ("exp_avg", lambda p: torch.zeros(p.numel() + 1, dtype=torch.float64), ValueError,
+     r"opt.state\[param 1\]\['exp_avg'\] has shape \(6,\)"),
+    ("exp_avg", lambda p: [0.0] * p.numel(), TypeError, r"\['exp_avg'\] must be a tensor"),
+    ("step", torch.tensor(0.0), ValueError, r"\['step'\]: a step count of 0"),
+    ("step", torch.tensor(2.5), ValueError, r"\['step'\] must be a whole number"),
+    ("step", "two", TypeError, r"\['step'\] must be a number"),
+    ("mu_product", torch.tensor(0.5, dtype=torch.float64), TypeError,
+     r"\['mu_product'\] is a torch.float64 tensor; torch's scalar states are torch.float32"),
+])
+def test_a_refused_state_edit_names_the_entry_and_changes_nothing(key, value, error, match):
+    """What pyoptim.torch cannot take from opt.state is refused at the next step (and by
+    state_dict()) with an error that names the entry: another dtype (state is never cast),
+    another shape, a step of 0 or not whole. Nothing changes, not even another param's valid
+    edit; the step goes on once the entry is set right."""
+    params = _twin_params(7, 5)["ours"]
+    opt = (pt.NAdam if key == "mu_product" else pt.Adam)(params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    before = ([p.detach().clone() for p in params], opt._engine.state_dict())
+    good = opt.state[params[1]][key]
+    opt.state[params[0]]["exp_avg"] = torch.full_like(params[0], 3.0)  # valid, and seen first
+    opt.state[params[1]][key] = value(params[1]) if callable(value) else value
+    for call in (opt.step, opt.state_dict):
+        with pytest.raises(error, match=match):
+            call()
+    after = ([p.detach().clone() for p in params], opt._engine.state_dict())
+    for p, q in zip(before[0], after[0]):
+        assert torch.equal(p, q)
+    for i in range(2):
+        for k, v in before[1]["state"][i].items():
+            np.testing.assert_array_equal(after[1]["state"][i][k], v, err_msg=f"{i} {k}")
+    opt.state[params[1]][key] = good
+    opt.step()
+    assert float(opt.state[params[1]]["step"]) == 2
+    assert float(opt.state[params[0]]["exp_avg"][0]) == pytest.approx(0.9 * 3.0 + 0.1)
 
 
 @pytest.fixture
