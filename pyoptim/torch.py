@@ -454,10 +454,13 @@ class Optimizer(torch.optim.Optimizer):
                     else:
                         dict.__delitem__(state, p)
                 continue
+            values = self._entry(i, host)
+            if not values and not entry:  # torch's SGD keeps no state without momentum
+                continue
             if type(entry) is not _Entry or entry.owner is not state:
                 entry = _Entry(state, entry or ())
                 dict.__setitem__(state, p, entry)
-            dict.update(entry, self._entry(i, host))
+            dict.update(entry, values)
         state.edited = state.deleted = False
         self.state = state
         self._steps_version = self._steps._version

@@ -662,6 +662,8 @@ def _edit_state(opt, params, edit):
         state[params[0]]["momentum_buffer"] = -torch.ones_like(params[0])
     elif edit == "sum assigned":
         state[params[1]]["sum"] = torch.linspace(0, 1, params[1].numel(), dtype=torch.float64)
+    elif edit == "key of your own added":
+        state[params[0]]["note"] = torch.tensor(1.0)
     elif edit == "whole entry replaced":
         state[params[0]] = {k: v if k == "step" else v * 2 for k, v in state[params[0]].items()}
     else:
@@ -678,6 +680,7 @@ def _edit_state(opt, params, edit):
     ("SGD", {"momentum": 0.9, "lr": 0.1}, "momentum_buffer assigned"),
     ("Adagrad", {}, "sum assigned"),
     ("Adam", {}, "whole entry replaced"),
+    ("SGD", {"lr": 0.1}, "key of your own added"),  # torch's SGD without momentum: no state
 ])
 def test_what_is_written_to_opt_state_counts_from_the_next_step_as_in_torch(name, kwargs, edit):
     """torch.optim steps with its state entries as they are at each step: a tensor assigned to
@@ -695,12 +698,14 @@ def test_what_is_written_to_opt_state_counts_from_the_next_step_as_in_torch(name
             _edit_state(ours, params["ours"], edit)
             _edit_state(theirs, params["theirs"], edit)
         if t == 2:
-            entries.update({id(p): ours.state[p] for p in params["ours"]})
+            entries.update({id(p): ours.state.get(p) for p in params["ours"]})
 
     _step_twins(ours, theirs, params, 8, before=edit_at_3)
+    assert len(ours.state) == len(theirs.state)
     replaced = {id(params["ours"][0])} if edit == "whole entry replaced" else set()
     for p in params["ours"]:
-        assert (ours.state[p] is entries[id(p)]) == (id(p) not in replaced)
+        if entries[id(p)] is not None:
+            assert (ours.state[p] is entries[id(p)]) == (id(p) not in replaced)
 
 
 def test_keys_of_your_own_stay_in_opt_state_as_in_torch():
