@@ -17,7 +17,9 @@ once and reads the grads from Python, as fast as before it existed; the results 
 ``$XDG_CACHE_HOME/pyoptim``, else ``~/.cache/pyoptim``), named after a hash of the source, the
 torch build and the Python version, built by one process at a time (a lock file beside it;
 data-parallel ranks that start together build once), written under a temporary name and
-renamed, so that no process loads half a file."""
+renamed, so that no process loads half a file. A build that no process has loaded for
+KEEP_DAYS days (each pyoptim or torch version adds one of some 200 KB) is removed when another
+is built."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -43,6 +46,9 @@ except ImportError:  # not POSIX: processes that start together each build a who
 
 SOURCE = Path(__file__).with_name("_torch_reader.cpp")
 ENV_SWITCH = "PYOPTIM_TORCH_READER"
+PREFIX = "_torch_reader_"  # of every file a build makes in the cache
+KEEP_DAYS = 30  # a build not loaded for this long is removed when another is built
+_DAY = 86400.0
 _UNTRIED = object()
 _loaded = _UNTRIED  # the Reader type, or None where it is off or could not be built
 _lock = threading.Lock()  # one build per process, whichever thread makes an optimizer first
@@ -87,7 +93,7 @@ def module_name() -> str:
                  sys.version.encode(), sysconfig.get_config_var("EXT_SUFFIX").encode()):
         key.update(part)
         key.update(b"\0")
-    return f"_torch_reader_{key.hexdigest()[:20]}"
+    return f"{PREFIX}{key.hexdigest()[:20]}"
 
 
 def _load():
@@ -102,6 +108,13 @@ def _load():
                 fcntl.flock(lock, fcntl.LOCK_EX)
             if not path.exists():
                 _build(name, path)
+                _prune(path.parent, name)
+    else:
+        try:  # in use: _prune keeps it
+            if time.time() - path.stat().st_mtime > _DAY:
+                os.utime(path)
+        except OSError:  # a cache this process may not write
+            pass
     spec = importlib.util.spec_from_file_location(
         name, path, loader=importlib.machinery.ExtensionFileLoader(name, str(path)))
     module = importlib.util.module_from_spec(spec)
@@ -137,3 +150,19 @@ def _build(name: str, path: Path) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _prune(directory: Path, keep: str) -> None:
+    """Removes the files of other builds (binaries, lock files, what a killed build left) that
+    have not been loaded or written for KEEP_DAYS days: builds for other pyoptim or torch
+    versions, which a cache shared by several environments may still load (a load renews its
+    build's time, once a day)."""
+    cutoff = time.time() - KEEP_DAYS * _DAY
+    for file in directory.glob(PREFIX + "*"):
+        if file.name.startswith(keep):
+            continue
+        try:
+            if file.stat().st_mtime < cutoff:
+                file.unlink()
+        except OSError:  # gone already (another process pruned it), or not ours to remove
+            pass

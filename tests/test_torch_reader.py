@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+import time
 
 import numpy as np
 import pytest
@@ -217,6 +220,59 @@ def test_with_the_reader_the_params_are_those_without(tmp_path):
     assert (on["reader"], off["reader"]) == (True, False)
     assert on["warnings"] == off["warnings"] == []
     assert on["params"] == off["params"]
+
+
+_FAKE_COMPILER = """
+import sys
+open(sys.argv[sys.argv.index("-o") + 1], "wb").write(b"not a library")
+"""
+
+
+def _age(path, days):
+    when = time.time() - days * 86400
+    os.utime(path, (when, when))
+
+
+def test_a_build_prunes_other_builds_left_unloaded_for_a_month(tmp_path):
+    """Each pyoptim source change or torch upgrade adds a build to the cache: building one
+    removes the files of other builds not loaded for KEEP_DAYS days, and keeps the recent ones
+    (another environment may load them). A compiler that writes a file that is no library: the
+    build is renamed into place and prunes; loading it then fails (one warning)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = [cache / "_torch_reader_00000000000000000000.cpython-311-x86_64-linux-gnu.so",
+           cache / "_torch_reader_00000000000000000000.lock",
+           cache / "_torch_reader_11111111111111111111abcd.tmp.so"]
+    recent = cache / "_torch_reader_22222222222222222222.cpython-311-x86_64-linux-gnu.so"
+    mine = cache / "notes.txt"  # not a build's
+    for path, days in [*((p, _torch_reader.KEEP_DAYS + 1) for p in old),
+                       (recent, _torch_reader.KEEP_DAYS - 1), (mine, 400)]:
+        path.write_bytes(b"x")
+        _age(path, days)
+    compiler = tmp_path / "fake_cc.py"
+    compiler.write_text(_FAKE_COMPILER)
+    failed = _train(tmp_path, CXX=f"{sys.executable} {compiler}", PYOPTIM_CACHE_DIR=str(cache))
+    assert failed["reader"] is False and len(failed["warnings"]) == 1
+    left = {p.name for p in cache.iterdir()}
+    assert not left & {p.name for p in old}
+    assert {recent.name, mine.name} <= left
+    name = _torch_reader.module_name()
+    assert {p for p in left if p.startswith(name)} == {
+        name + sysconfig.get_config_var("EXT_SUFFIX"), name + ".lock"}
+
+
+def test_loading_a_build_renews_its_time(tmp_path):
+    """A build loaded is in use: a load renews its time (once a day), so that builds of
+    other environments do not prune it."""
+    assert _torch_reader.reader_type() is not None
+    name = _torch_reader.module_name() + sysconfig.get_config_var("EXT_SUFFIX")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    build = cache / name
+    shutil.copy(_torch_reader.cache_dir() / name, build)
+    _age(build, _torch_reader.KEEP_DAYS - 2)
+    assert _train(tmp_path, PYOPTIM_CACHE_DIR=str(cache))["reader"] is True
+    assert time.time() - build.stat().st_mtime < 3600
 
 
 @pytest.mark.slow
