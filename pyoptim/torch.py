@@ -13,7 +13,10 @@
 
 ``SGD``, ``Adagrad``, ``RMSprop``, ``Adam``, ``AdamW``, ``Adamax``, ``NAdam``, ``RAdam``,
 ``Adadelta``, ``ASGD``, ``Rprop``, ``Lion`` and ``Lamb`` (pyoptim's own; not in torch.optim)
-are subclasses of ``torch.optim.Optimizer`` with torch.optim's constructor signatures and defaults.
+are subclasses of ``torch.optim.Optimizer`` with torch.optim's constructor signatures and defaults,
+and of the torch.optim class of the same name (``isinstance(opt, torch.optim.Adam)`` holds; its
+``step`` is pyoptim's). ``Adagrad.share_memory()`` moves the state the kernels use into shared
+memory, as torch's (Hogwild: processes forked afterwards update one state).
 They take ``model.parameters()``, named parameters or param groups, read ``p.grad``, and work
 with ``zero_grad``, ``add_param_group``, closures, step hooks, ``torch.optim.lr_scheduler`` and
 ``torch.amp.GradScaler``. The update is done by pyoptim's kernels in the tensors' own memory:
@@ -237,7 +240,10 @@ class Optimizer(torch.optim.Optimizer):
         self._steps = torch.from_numpy(self._step_counts)
         self._state_source = None
         self._state_complete = _INCOMPLETE  # _refresh_state's
-        super().__init__(params, self._engine.defaults)
+        self._shared: dict[tuple[int, str], torch.Tensor] = {}  # _share_state_memory's
+        # torch.optim.Optimizer's, not the torch class's this one also derives from (whose
+        # constructor takes hyperparameters, which the engine has taken)
+        torch.optim.Optimizer.__init__(self, params, self._engine.defaults)
 
     # -----------------------------------------------------------------------------------------
     # param groups
@@ -479,9 +485,19 @@ class Optimizer(torch.optim.Optimizer):
         entry = {"step": self._steps[i]} if self._state_has_step else {}
         for name, values in host.items():
             entry[name] = values[i]
-        for name, buffer in self._engine._buffers[i].items():
-            entry[name] = _as_tensor(buffer)
+        for name in self._engine._buffers[i]:
+            entry[name] = self._state_tensor(i, name)
         return entry
+
+    def _state_tensor(self, i: int, name: str) -> torch.Tensor:
+        """Param i's state buffer name as a tensor sharing its memory (the tensor that
+        share_memory made for it, while the buffer is still that memory)."""
+        buffer = self._engine._buffers[i][name]
+        shared = self._shared.get((i, name))
+        if shared is not None and isinstance(buffer, np.ndarray) and \
+                shared.data_ptr() == buffer.__array_interface__["data"][0]:
+            return shared
+        return _as_tensor(buffer)
 
     def _check_params_unchanged(self) -> None:
         """RuntimeError where a group's "params" list was edited (torch.optim would then update
@@ -542,7 +558,7 @@ class Optimizer(torch.optim.Optimizer):
                                         "that dtype")
                     host.append((values, i, _number(value, where)))
                 elif key in engine._buffers[i]:
-                    ours = _as_tensor(engine._buffers[i][key])
+                    ours = self._state_tensor(i, key)
                     if _assigned(ours, value, where):
                         copies.append((ours, value))
         for values, i, number in host:
@@ -564,6 +580,24 @@ class Optimizer(torch.optim.Optimizer):
             saved = engine.state_dict()
             saved["state"] = {i: entry for i, entry in saved["state"].items() if i in kept}
             engine.load_state_dict(saved)
+        self._refresh_state()
+
+    def _share_state_memory(self, names) -> None:
+        """These state buffers of every param in shared memory (torch's share_memory_(): a file
+        each, mapped shared, which processes forked afterwards map too), with their values; the
+        kernels then update them there. A no-op for CUDA state, as share_memory_() is."""
+        engine = self._engine
+        if engine._placement != _arrays.HOST:
+            return
+        for i, buffers in enumerate(engine._buffers):
+            for name in names:
+                if name not in buffers or _as_tensor(buffers[name]).is_shared():
+                    continue
+                shared = torch.empty_like(_as_tensor(buffers[name])).share_memory_()
+                shared.copy_(_as_tensor(buffers[name]))
+                buffers[name] = _arrays.host_view(shared, f"state '{name}' of params[{i}]")
+                self._shared[i, name] = shared  # opt.state's tensor: is_shared() is True
+        engine._plan = None  # a runner on the new addresses
         self._refresh_state()
 
     def state_dict(self) -> dict[str, Any]:
@@ -645,7 +679,7 @@ class Optimizer(torch.optim.Optimizer):
 # the optimizers
 
 
-class SGD(Optimizer):
+class SGD(Optimizer, torch.optim.SGD):
     """torch.optim.SGD on pyoptim's kernels (pyoptim.SGD; equations: pyoptim.reference.sgd).
     Its state is torch's: a ``momentum_buffer`` per param that has taken a step with momentum,
     no step count."""
@@ -654,37 +688,45 @@ class SGD(Optimizer):
     _state_has_step = False
 
 
-class Adagrad(Optimizer):
+class Adagrad(Optimizer, torch.optim.Adagrad):
     """torch.optim.Adagrad on pyoptim's kernels (pyoptim.Adagrad; dense gradients only)."""
 
     _engine_class = optim.Adagrad
 
+    def share_memory(self) -> None:
+        """Moves each param's ``sum`` into shared memory, as torch.optim.Adagrad.share_memory
+        does (for Hogwild training: processes forked afterwards update one state; the step
+        counts stay each process's own, as torch's). The state the kernels use is moved:
+        torch's ``share_memory_()`` on opt.state's tensors would move copies of it."""
+        self._take_state_edits()
+        self._share_state_memory(("sum",))
 
-class RMSprop(Optimizer):
+
+class RMSprop(Optimizer, torch.optim.RMSprop):
     """torch.optim.RMSprop on pyoptim's kernels (pyoptim.RMSprop)."""
 
     _engine_class = optim.RMSprop
 
 
-class Adam(Optimizer):
+class Adam(Optimizer, torch.optim.Adam):
     """torch.optim.Adam on pyoptim's kernels (pyoptim.Adam)."""
 
     _engine_class = optim.Adam
 
 
-class AdamW(Optimizer):
+class AdamW(Optimizer, torch.optim.AdamW):
     """torch.optim.AdamW on pyoptim's kernels (pyoptim.AdamW)."""
 
     _engine_class = optim.AdamW
 
 
-class Adamax(Optimizer):
+class Adamax(Optimizer, torch.optim.Adamax):
     """torch.optim.Adamax on pyoptim's kernels (pyoptim.Adamax)."""
 
     _engine_class = optim.Adamax
 
 
-class NAdam(Optimizer):
+class NAdam(Optimizer, torch.optim.NAdam):
     """torch.optim.NAdam on pyoptim's kernels (pyoptim.NAdam); ``mu_product`` is a CPU tensor per
     param of torch's scalar dtype (float32; float64 under a float64 default dtype), as torch
     keeps it."""
@@ -692,19 +734,19 @@ class NAdam(Optimizer):
     _engine_class = optim.NAdam
 
 
-class RAdam(Optimizer):
+class RAdam(Optimizer, torch.optim.RAdam):
     """torch.optim.RAdam on pyoptim's kernels (pyoptim.RAdam)."""
 
     _engine_class = optim.RAdam
 
 
-class Adadelta(Optimizer):
+class Adadelta(Optimizer, torch.optim.Adadelta):
     """torch.optim.Adadelta on pyoptim's kernels (pyoptim.Adadelta)."""
 
     _engine_class = optim.Adadelta
 
 
-class ASGD(Optimizer):
+class ASGD(Optimizer, torch.optim.ASGD):
     """torch.optim.ASGD on pyoptim's kernels (pyoptim.ASGD); ``eta`` and ``mu`` are CPU tensors
     per param of torch's scalar dtype (float32; float64 under a float64 default dtype), as
     torch keeps them."""
@@ -712,7 +754,7 @@ class ASGD(Optimizer):
     _engine_class = optim.ASGD
 
 
-class Rprop(Optimizer):
+class Rprop(Optimizer, torch.optim.Rprop):
     """torch.optim.Rprop on pyoptim's kernels (pyoptim.Rprop)."""
 
     _engine_class = optim.Rprop

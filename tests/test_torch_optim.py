@@ -283,6 +283,72 @@ def test_signature_and_defaults_are_torchs(name):
     assert all(ours[k].kind == inspect.Parameter.KEYWORD_ONLY for k in extra)
 
 
+@pytest.mark.parametrize("name", sorted(TORCH_NAMES.values()) + sorted(NOT_IN_TORCH))
+def test_each_class_is_an_instance_of_torchs_class_of_its_name(name):
+    """Code that checks ``isinstance(opt, torch.optim.Adam)`` (to read betas, to pick a
+    schedule or an offload) takes pyoptim.torch.Adam as torch's: each class derives from the
+    torch.optim class of its name (AdamW also from Adam, as torch's). isinstance was False."""
+    cls = getattr(pt, name)
+    opt = cls([torch.nn.Parameter(torch.ones(3))])
+    assert isinstance(opt, torch.optim.Optimizer)
+    theirs = getattr(torch.optim, name, None)
+    assert (theirs is not None) == (name in TORCH_NAMES.values())
+    if theirs is not None:
+        assert isinstance(opt, theirs)
+        assert type(opt).step is pt.Optimizer.step  # pyoptim's step, not torch's
+    others = [c for c in vars(torch.optim).values() if isinstance(c, type)
+              and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
+              and not (theirs is not None and issubclass(theirs, c))]
+    assert not any(isinstance(opt, c) for c in others)
+
+
+def _fork_steps(opt, params, grads):
+    """Steps opt in a forked child process with these grads (one list per step)."""
+    import multiprocessing
+
+    def child():
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = g.clone()
+            opt.step()
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(120)
+    assert process.exitcode == 0
+
+
+@needs_core
+def test_adagrad_share_memory_lets_forked_processes_update_one_state_as_torchs():
+    """Hogwild training: params in shared memory, Adagrad.share_memory(), then processes forked
+    that step. pyoptim.torch.Adagrad had no share_memory (and torch's, on opt.state's tensors,
+    would move copies of the state): the parent saw the child's params move but not its sums.
+    Twins after 2 steps here, then share_memory, then 3 steps in a forked child: params, sums
+    and (each process's own) step counts as torch's; then 2 more steps here."""
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip("fork: Linux")
+    params = _twin_params(7, 5)
+    for twin in params.values():
+        for p in twin:
+            p.data.share_memory_()
+    ours, theirs = pt.Adagrad(params["ours"], lr=0.1), torch.optim.Adagrad(params["theirs"],
+                                                                          lr=0.1)
+    _step_twins(ours, theirs, params, 2)
+    ours.share_memory()
+    theirs.share_memory()
+    assert all(ours.state[p]["sum"].is_shared() for p in params["ours"])
+    gen = torch.Generator().manual_seed(5)
+    grads = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params["ours"]]
+             for _ in range(3)]
+    _fork_steps(ours, params["ours"], grads)
+    _fork_steps(theirs, params["theirs"], grads)
+    assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=1e-12, atol=1e-15)
+    assert float(ours.state[params["ours"][0]]["step"]) == 2
+    _step_twins(ours, theirs, params, 2)
+
+
 @needs_core
 @pytest.mark.parametrize("name", sorted(TORCH_NAMES.values()))
 def test_param_groups_and_defaults_look_like_torchs(name):
