@@ -456,7 +456,7 @@ class Optimizer(torch.optim.Optimizer):
                 if entry is not None:
                     mine = {k: v for k, v in entry.items() if not self._is_engine_key(i, k)}
                     if mine:
-                        dict.__setitem__(state, p, _Entry(state, mine))
+                        dict.__setitem__(state, p, _Entry.of(state, mine))
                     else:
                         dict.__delitem__(state, p)
                 continue
@@ -464,7 +464,7 @@ class Optimizer(torch.optim.Optimizer):
             if not values and not entry:  # torch's SGD keeps no state without momentum
                 continue
             if type(entry) is not _Entry or entry.owner is not state:
-                entry = _Entry(state, entry or ())
+                entry = _Entry.of(state, entry or ())
                 dict.__setitem__(state, p, entry)
             dict.update(entry, values)
         state.edited = state.deleted = False
@@ -577,9 +577,10 @@ class Optimizer(torch.optim.Optimizer):
                 if i is not None and isinstance(entry, dict) and \
                         any(self._is_engine_key(i, k) for k in entry):
                     kept.add(i)
-            saved = engine.state_dict()
-            saved["state"] = {i: entry for i, entry in saved["state"].items() if i in kept}
-            engine.load_state_dict(saved)
+            if any(step > 0 and i not in kept for i, step in enumerate(engine._steps)):
+                saved = engine.state_dict()
+                saved["state"] = {i: entry for i, entry in saved["state"].items() if i in kept}
+                engine.load_state_dict(saved)
         self._refresh_state()
 
     def _share_state_memory(self, names) -> None:
@@ -805,7 +806,7 @@ class _State(defaultdict):
     deleted = False
 
     def __missing__(self, key):
-        entry = _Entry(self)
+        entry = _Entry.of(self)
         dict.__setitem__(self, key, entry)
         return entry
 
@@ -843,11 +844,17 @@ class _State(defaultdict):
 
 class _Entry(dict):
     """One param's entry of opt.state, which notes on opt.state (owner) that it was written.
-    Pickled or copied, it is a plain dict."""
+    Built as a dict is (``type(entry)(items)``, as libraries that move state tensors rebuild a
+    collection: it then notes nothing until opt.state holds it); pickled or copied, it is a
+    plain dict."""
 
-    def __init__(self, owner: _State, items=()):
-        super().__init__(items)
-        self.owner = owner
+    owner: _State | None = None
+
+    @classmethod
+    def of(cls, owner: _State, items=()) -> _Entry:
+        entry = cls(items)
+        entry.owner = owner
+        return entry
 
     def __reduce__(self):
         return dict, (dict(self),)
@@ -862,7 +869,8 @@ def _noting_edit(name: str):
     method = getattr(dict, name)
 
     def editing(self, *args, **kwargs):
-        self.owner.edited = True
+        if self.owner is not None:
+            self.owner.edited = True
         return method(self, *args, **kwargs)
 
     editing.__name__ = name

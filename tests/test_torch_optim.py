@@ -728,6 +728,10 @@ def _edit_state(opt, params, edit):
         state[params[0]]["momentum_buffer"] = -torch.ones_like(params[0])
     elif edit == "sum assigned":
         state[params[1]]["sum"] = torch.linspace(0, 1, params[1].numel(), dtype=torch.float64)
+    elif edit == "every entry rebuilt as a library moves state to a device":
+        for p, entry in list(state.items()):  # lightning's _optimizer_to_device
+            state[p] = type(entry)({k: v.to("cpu") if isinstance(v, torch.Tensor) else v
+                                    for k, v in entry.items()})
     elif edit == "key of your own added":
         state[params[0]]["note"] = torch.tensor(1.0)
     elif edit == "whole entry replaced":
@@ -747,6 +751,7 @@ def _edit_state(opt, params, edit):
     ("Adagrad", {}, "sum assigned"),
     ("Adam", {}, "whole entry replaced"),
     ("SGD", {"lr": 0.1}, "key of your own added"),  # torch's SGD without momentum: no state
+    ("NAdam", {}, "every entry rebuilt as a library moves state to a device"),
 ])
 def test_what_is_written_to_opt_state_counts_from_the_next_step_as_in_torch(name, kwargs, edit):
     """torch.optim steps with its state entries as they are at each step: a tensor assigned to
@@ -768,10 +773,32 @@ def test_what_is_written_to_opt_state_counts_from_the_next_step_as_in_torch(name
 
     _step_twins(ours, theirs, params, 8, before=edit_at_3)
     assert len(ours.state) == len(theirs.state)
-    replaced = {id(params["ours"][0])} if edit == "whole entry replaced" else set()
+    replaced = {id(params["ours"][0])} if edit == "whole entry replaced" else \
+        {id(p) for p in params["ours"]} if edit.startswith("every entry") else set()
     for p in params["ours"]:
         if entries[id(p)] is not None:
             assert (ours.state[p] is entries[id(p)]) == (id(p) not in replaced)
+
+
+def test_entries_rebuilt_with_the_same_tensors_cost_no_copy_of_the_state(monkeypatch):
+    """Libraries rebuild every entry to move state to a device (lightning's
+    _optimizer_to_device: ``opt.state[p] = type(entry)(...)``, the same tensors on the CPU).
+    The next step takes that without reloading the whole state through a copy (a model's
+    state twice in memory), which only a param that lost its state needs."""
+    params = _twin_params(7, 5)["ours"]
+    opt = pt.Adam(params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    reloads = []
+    monkeypatch.setattr(opt._engine, "load_state_dict", lambda saved: reloads.append(saved))
+    for p, entry in list(opt.state.items()):
+        opt.state[p] = type(entry)({k: v.to("cpu") for k, v in entry.items()})
+    opt.step()
+    assert reloads == [] and float(opt.state[params[0]]["step"]) == 2
+    opt.state[params[1]] = {}
+    opt.step()
+    assert len(reloads) == 1 and sorted(reloads[0]["state"]) == [0]
 
 
 def test_keys_of_your_own_stay_in_opt_state_as_in_torch():
