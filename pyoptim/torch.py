@@ -49,7 +49,8 @@ What differs from torch.optim:
   ``state_dtype=torch.bfloat16``. The other way, torch.optim's ``load_state_dict`` casts
   pyoptim's float32 state of 16-bit params to the param dtype (torch's behaviour).
 * **State is allocated when the optimizer is built**, not at the first step (``opt.state``
-  shows a param's entry once it has taken a step, as torch's does). Its tensors share memory
+  shows a param's entry once it has taken a step, as torch's does; Adagrad's from the start,
+  as torch's). Its tensors share memory
   with the optimizer: update them in place. What is written to ``opt.state`` counts from the
   next step (or ``state_dict()``), as in torch: a tensor assigned to an entry
   (``opt.state[p]["exp_avg"] = t``) is copied into the state the kernels use, which the entry
@@ -196,6 +197,7 @@ class Optimizer(torch.optim.Optimizer):
 
     _engine_class: type[optim.Optimizer]
     _state_has_step = True  # torch's SGD keeps no step count in its state
+    _state_from_start = False  # torch's Adagrad makes its state in its constructor
     # torch.amp.GradScaler hands this optimizer grad_scale and found_inf instead of unscaling
     # the gradients and skipping the step itself
     _step_supports_amp_scaling = True
@@ -452,7 +454,8 @@ class Optimizer(torch.optim.Optimizer):
             state = _State(dict)
         for i, p in enumerate(engine._params):
             entry = dict.get(state, p)
-            if engine._steps[i] == 0:  # no state: only keys of your own are kept
+            if engine._steps[i] == 0 and not self._state_from_start:
+                # no state yet: only keys of your own are kept
                 if entry is not None:
                     mine = {k: v for k, v in entry.items() if not self._is_engine_key(i, k)}
                     if mine:
@@ -693,6 +696,7 @@ class Adagrad(Optimizer, torch.optim.Adagrad):
     """torch.optim.Adagrad on pyoptim's kernels (pyoptim.Adagrad; dense gradients only)."""
 
     _engine_class = optim.Adagrad
+    _state_from_start = True  # step 0 and sum = initial_accumulator_value, as torch's
 
     def share_memory(self) -> None:
         """Moves each param's ``sum`` into shared memory, as torch.optim.Adagrad.share_memory

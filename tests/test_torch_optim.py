@@ -801,6 +801,24 @@ def test_entries_rebuilt_with_the_same_tensors_cost_no_copy_of_the_state(monkeyp
     assert len(reloads) == 1 and sorted(reloads[0]["state"]) == [0]
 
 
+def test_adagrads_state_is_there_from_the_start_as_torchs():
+    """torch.optim.Adagrad makes its state in its constructor (step 0, sum at
+    initial_accumulator_value): its opt.state and state_dict() have an entry per param before
+    any step, and a checkpoint taken then must hold them (torch's Adagrad steps a loaded state
+    without them with a KeyError). pyoptim.torch.Adagrad showed none. Twins: the state before
+    any step, then each checkpoint taken then loaded into the other class, 4 steps."""
+    params = _twin_params(7, 5)
+    ours = pt.Adagrad(params["ours"], initial_accumulator_value=0.5)
+    theirs = torch.optim.Adagrad(params["theirs"], initial_accumulator_value=0.5)
+    assert len(ours.state) == len(theirs.state) == 2
+    assert_same_state(ours, theirs, params["ours"], params["theirs"], rtol=0, atol=0)
+    saved = {"ours": ours.state_dict(), "theirs": theirs.state_dict()}
+    assert sorted(saved["ours"]["state"]) == sorted(saved["theirs"]["state"]) == [0, 1]
+    ours.load_state_dict(copy.deepcopy(saved["theirs"]))
+    theirs.load_state_dict(copy.deepcopy(saved["ours"]))
+    _step_twins(ours, theirs, params, 4)
+
+
 def test_keys_of_your_own_stay_in_opt_state_as_in_torch():
     """Keys a user (or a library) puts in an opt.state entry stay there, as in torch.optim:
     across steps, a param group added later, a param's first step, and a state_dict() round
