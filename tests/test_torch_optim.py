@@ -804,9 +804,8 @@ def test_entries_rebuilt_with_the_same_tensors_cost_no_copy_of_the_state(monkeyp
 def test_adagrads_state_is_there_from_the_start_as_torchs():
     """torch.optim.Adagrad makes its state in its constructor (step 0, sum at
     initial_accumulator_value): its opt.state and state_dict() have an entry per param before
-    any step, and a checkpoint taken then must hold them (torch's Adagrad steps a loaded state
-    without them with a KeyError). pyoptim.torch.Adagrad showed none. Twins: the state before
-    any step, then each checkpoint taken then loaded into the other class, 4 steps."""
+    any step. pyoptim.torch.Adagrad showed none. Twins: the state before any step, then each
+    checkpoint taken then loaded into the other class, 4 steps."""
     params = _twin_params(7, 5)
     ours = pt.Adagrad(params["ours"], initial_accumulator_value=0.5)
     theirs = torch.optim.Adagrad(params["theirs"], initial_accumulator_value=0.5)
