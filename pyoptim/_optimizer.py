@@ -129,6 +129,10 @@ class Optimizer:
     # their types (pyoptim.torch: torch.optim checks values in the constructor and
     # add_param_group, and steps with whatever a scheduler or the user set later)
     _values_checked_each_step = True
+    # whether a host param whose elements fill one block of memory in another order than C's
+    # (torch's channels_last) is taken as the 1-D array of its memory (_memory_order), its state
+    # 1-D in the same order: pyoptim.torch, which gives each such param's grads in its order
+    _dense_layouts = False
 
     def __init__(self, params, defaults: dict, *, state_dtype=None, max_grad_norm=None,
                  clip_value=None, skip_nonfinite=False, backend=None):
@@ -648,9 +652,12 @@ class _Pending:
             placement = "cuda" if _arrays.is_device_array(p) else "cpu"
             view = p if placement == "cuda" else _arrays.host_view(p, name)
             if type(view) is np.ndarray and not view.flags.c_contiguous:
-                raise ValueError(
-                    f"{name} is not C-contiguous; pass a contiguous array (an update applied to "
-                    "a contiguous copy would not reach this one)")
+                flat = _memory_order(view) if opt._dense_layouts else None
+                if flat is None:
+                    raise ValueError(
+                        f"{name} is not C-contiguous; pass a contiguous array (an update applied "
+                        "to a contiguous copy would not reach this one)")
+                view = flat
             if type(view) is np.ndarray and not view.flags.writeable:
                 raise ValueError(f"{name} is read-only; it is updated in place")
             self.params.append(p)
@@ -750,6 +757,21 @@ def _positive(name: str, value: Any) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"invalid {name}={value!r}: expected a finite value > 0")
     return value
+
+
+def _memory_order(view: np.ndarray) -> np.ndarray | None:
+    """The 1-D array of a host array's memory, its elements in the order they lie there, where
+    they fill one block without gaps or overlaps, every stride positive (a permutation of a
+    C-contiguous layout: torch's channels_last, a transpose); None otherwise."""
+    dims = sorted(((stride, n) for stride, n in zip(view.strides, view.shape) if n != 1),
+                  reverse=True)
+    expected = view.itemsize
+    for stride, n in reversed(dims):
+        if stride != expected:
+            return None
+        expected *= n
+    return np.lib.stride_tricks.as_strided(view, (view.size,), (view.itemsize,),
+                                           writeable=view.flags.writeable)
 
 
 def _host_grad(g, i: int):

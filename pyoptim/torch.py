@@ -66,6 +66,13 @@ What differs from torch.optim:
   built; a step after ``p.data`` was replaced (``module.to()``, ``.half()``...) is refused, as
   is one after a group's ``"params"`` list was edited (add params with ``add_param_group``).
   All params of one optimizer are on the CPU, or all on CUDA devices.
+* **Memory layouts.** A CPU param laid out in another order than C's, its elements still
+  filling one block of memory (``channels_last``, a transpose), is updated in place as the 1-D
+  array of its memory, its state kept in the same order and shown and saved in the param's
+  layout (as torch's ``zeros_like(p)``). Its grads are read without a copy when they have its
+  layout, as autograd makes them, and copied into it otherwise. An optimizer with such a param
+  checks its grads from Python (the compiled reader takes C-order grads), and
+  ``flat_grads=True`` refuses it. CUDA params must be contiguous.
 * **Threads.** A CPU step runs on torch's intra-op thread count (``torch.set_num_threads``),
   as torch.optim's steps do, not on ``pyoptim.set_num_threads``' (which governs pyoptim's own
   API): a process that gives torch one thread per rank gets no more from its optimizer.
@@ -219,6 +226,7 @@ class Optimizer(torch.optim.Optimizer):
         # the engine checks the hyperparameters and holds the state; torch's __init__ then adds
         # the param groups through add_param_group
         self._engine = self._engine_class(NO_PARAMS, *args, **kwargs)
+        self._engine._dense_layouts = True  # channels_last params: _layouts
         if self._engine.defaults.get("fused") and self._engine.defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")  # torch's words
         # values are checked here and by add_param_group, as torch.optim checks them; a step
@@ -235,6 +243,7 @@ class Optimizer(torch.optim.Optimizer):
         self._by_address = False
         self._flat_grads = flat_grads
         self._flat: _FlatGrads | None = None
+        self._layouts: list = []  # add_param_group's
         self._reader = None  # _make_reader's
         # the engine's step counts in the scalar dtype, for .state: a NumPy array and a tensor
         # sharing it
@@ -264,6 +273,12 @@ class Optimizer(torch.optim.Optimizer):
         finally:
             self.param_groups = groups
         _check_lr(group["lr"], f"param_groups[{len(groups)}]: lr")
+        if self._flat_grads:
+            for j, p in enumerate(group["params"]):
+                if isinstance(p, torch.Tensor) and not p.is_contiguous():
+                    raise ValueError(
+                        f"param_groups[{len(groups)}]: params[{j}] is not contiguous (e.g. "
+                        "channels_last); flat_grads=True takes contiguous params only")
         # the engine takes its hyperparameters (and refuses another optimizer's); other keys
         # (param_names, your own) ride along
         engine.add_param_group(_engine_keys(group, engine))
@@ -276,9 +291,15 @@ class Optimizer(torch.optim.Optimizer):
         self._metadata = _metadata_lines(engine._params)
         self._dtypes = [p.dtype for p in engine._params]
         self._numels = [p.numel() for p in engine._params]
-        # grads by address: CPU params on the C++ backend, none empty (address 0 means no grad)
+        # a param the engine takes as the 1-D array of its memory (channels_last): its strides,
+        # to give its grads and show its state in its layout
+        self._layouts = [None if _memory.shape_of(view) == tuple(p.shape) else p.stride()
+                         for p, view in zip(engine._params, engine._views)]
+        # grads by address: CPU params on the C++ backend, none empty (address 0 means no grad),
+        # each in C order (the reader and the Python checks ask for contiguous grads)
         self._by_address = engine._placement == _arrays.HOST and engine.backend != "numpy" and \
-            all(p.numel() > 0 for p in engine._params)
+            all(p.numel() > 0 for p in engine._params) and \
+            all(layout is None for layout in self._layouts)
         self._reader = self._make_reader() if self._by_address else None
         self._step_counts = np.zeros(len(engine._params), self._scalar_dtype)
         self._steps = torch.from_numpy(self._step_counts)
@@ -360,7 +381,10 @@ class Optimizer(torch.optim.Optimizer):
         _grad_addresses does not vouch for them: NumPy views of host grads, or the tensors
         themselves (the engine refuses what it cannot take, by name)."""
         if self._engine._placement == _arrays.HOST:
-            return [None if g is None else _host_grad(g, i) for i, g in enumerate(grads)]
+            layouts, params = self._layouts, self._engine._params
+            return [None if g is None else
+                    _host_grad(g if layouts[i] is None else _in_memory_order(g, params[i]), i)
+                    for i, g in enumerate(grads)]
         return [None if g is None else _arrays.torch_values(g) for g in grads]
 
     def _grad_addresses(self, grads=None) -> GradAddresses | None:
@@ -496,11 +520,13 @@ class Optimizer(torch.optim.Optimizer):
         """Param i's state buffer name as a tensor sharing its memory (the tensor that
         share_memory made for it, while the buffer is still that memory)."""
         buffer = self._engine._buffers[i][name]
-        shared = self._shared.get((i, name))
-        if shared is not None and isinstance(buffer, np.ndarray) and \
-                shared.data_ptr() == buffer.__array_interface__["data"][0]:
-            return shared
-        return _as_tensor(buffer)
+        tensor = self._shared.get((i, name))
+        if tensor is None or not isinstance(buffer, np.ndarray) or \
+                tensor.data_ptr() != buffer.__array_interface__["data"][0]:
+            tensor = _as_tensor(buffer)
+        if self._layouts[i] is not None:  # the 1-D array of its memory, in its param's layout
+            tensor = tensor.as_strided(self._engine._params[i].shape, self._layouts[i])
+        return tensor
 
     def _check_params_unchanged(self) -> None:
         """RuntimeError where a group's "params" list was edited (torch.optim would then update
@@ -595,7 +621,10 @@ class Optimizer(torch.optim.Optimizer):
             return
         for i, buffers in enumerate(engine._buffers):
             for name in names:
-                if name not in buffers or _as_tensor(buffers[name]).is_shared():
+                if name not in buffers:
+                    continue
+                if (i, name) in self._shared and _as_tensor(buffers[name]).data_ptr() == \
+                        self._shared[i, name].data_ptr():
                     continue
                 shared = torch.empty_like(_as_tensor(buffers[name])).share_memory_()
                 shared.copy_(_as_tensor(buffers[name]))
@@ -656,6 +685,19 @@ class Optimizer(torch.optim.Optimizer):
                     if not entry:
                         continue
                 state_dict["state"][index] = entry
+        # the state of a param the engine takes as the 1-D array of its memory, in that order
+        if isinstance(saved_groups, (list, tuple)) and isinstance(state_dict.get("state"), dict):
+            index_of = {index: engine._index_of[id(p)]
+                        for group, saved in zip(self.param_groups, saved_groups)
+                        if isinstance(saved, dict) and isinstance(saved.get("params"), list)
+                        for index, p in zip(saved["params"], group["params"])}
+            for index, entry in state_dict["state"].items():
+                i = index_of.get(index)
+                if i is not None and self._layouts[i] is not None:
+                    p = engine._params[i]
+                    state_dict["state"][index] = {
+                        k: _in_memory_order(v, p) if k in engine._spec.states
+                        and isinstance(v, torch.Tensor) else v for k, v in entry.items()}
         # other top-level keys (metadata a state_dict post-hook added) are ignored, as by torch
         engine.load_state_dict({k: v for k, v in state_dict.items()
                                 if k in ("state", "param_groups", "pyoptim")})
@@ -1066,6 +1108,20 @@ def _assigned(ours: torch.Tensor, value, where: str) -> bool:
                          f"{tuple(ours.shape)}")
     return not (value.device == ours.device and value.data_ptr() == ours.data_ptr()
                 and value.stride() == ours.stride())
+
+
+def _in_memory_order(t, param: torch.Tensor):
+    """The 1-D tensor of t's values in the order param's elements lie in its memory (param:
+    one block, in another order than C's: channels_last), which is how the engine takes such a
+    param; t itself (a view) where it has param's layout. Anything not of param's shape goes
+    as it is (refused by name)."""
+    if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.shape != param.shape:
+        return t
+    t = _arrays.torch_values(t)
+    if t.stride() != param.stride():
+        t = torch.empty_strided(param.shape, param.stride(), dtype=t.dtype,
+                                device=t.device).copy_(t)
+    return t.as_strided((t.numel(),), (1,))
 
 
 def _host_grad(g: torch.Tensor, i: int):
