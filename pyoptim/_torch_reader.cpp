@@ -10,10 +10,12 @@
 // Reader(params, out): params a tuple of torch tensors of exactly torch.Tensor or
 // torch.nn.Parameter (whose .grad is the C++ grad: no __torch_function__ of a subclass);
 // out a writable uint64 array of as many elements, which holds the grads' addresses after read().
-// The params' addresses, dtypes and numels are taken when the reader is made.
+// The params' addresses, dtypes, numels and layouts are taken when the reader is made.
 //   read() -> bool: True when every param still has its memory and every grad is absent (its
-//     address: 0) or a dense, contiguous CPU tensor of its param's dtype and numel without a
-//     negative bit, with memory; the grads are then held (their memory lives) until release().
+//     address: 0) or a dense CPU tensor of its param's dtype and numel without a negative bit,
+//     with memory, contiguous (or, for a param laid out otherwise, as channels_last, with the
+//     param's strides: its elements lie in the param's order); the grads are then held (their
+//     memory lives) until release().
 //     False otherwise, or while grads are held: the caller then reads them its slow way, which
 //     names what is wrong. Never raises for a tensor it cannot describe (that is a False).
 //   mark_written(): after the step wrote them, moves on the autograd version counters of the
@@ -25,8 +27,10 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <new>
+#include <utility>
 #include <vector>
 
 #ifndef PYOPTIM_MODULE
@@ -43,6 +47,7 @@ struct Expected {
   std::uintptr_t address;  // the param's memory
   std::int64_t numel;
   c10::ScalarType dtype;
+  std::vector<std::int64_t> strides;  // empty for a contiguous param, else its strides
 };
 
 struct Reader {
@@ -100,9 +105,18 @@ void fetch_ahead(PyObject* params) {
   }
 }
 
+// A grad laid out as its param is: contiguous, or with the strides of a param laid out
+// otherwise (whose elements, dense, then lie in the same order in both).
+bool in_param_order(const at::Tensor& g, const Expected& e) {
+  if (e.strides.empty()) return g.is_contiguous();
+  const auto strides = g.strides();
+  return strides.size() == e.strides.size() &&
+         std::equal(strides.begin(), strides.end(), e.strides.begin());
+}
+
 bool grad_is_plain(const at::Tensor& g, const Expected& e) {
   return g.layout() == c10::kStrided && g.device().is_cpu() && g.scalar_type() == e.dtype &&
-         g.numel() == e.numel && g.is_contiguous() && !g.is_neg() && g.has_storage();
+         g.numel() == e.numel && in_param_order(g, e) && !g.is_neg() && g.has_storage();
 }
 
 // read()'s walk: false at the first param or grad the Python checks would decline (or that
@@ -198,8 +212,10 @@ int reader_init(Reader* self, PyObject* args, PyObject* kwargs) {
     }
     const at::Tensor& p = THPVariable_Unpack(item);
     try {
+      std::vector<std::int64_t> strides;
+      if (!p.is_contiguous()) strides.assign(p.strides().begin(), p.strides().end());
       expected.push_back({reinterpret_cast<std::uintptr_t>(p.data_ptr()), p.numel(),
-                          p.scalar_type()});
+                          p.scalar_type(), std::move(strides)});
     } catch (...) {
       PyErr_Format(PyExc_TypeError, "params[%zd] has no memory to read", i);
       return -1;

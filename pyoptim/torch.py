@@ -70,9 +70,9 @@ What differs from torch.optim:
   filling one block of memory (``channels_last``, a transpose), is updated in place as the 1-D
   array of its memory, its state kept in the same order and shown and saved in the param's
   layout (as torch's ``zeros_like(p)``). Its grads are read without a copy when they have its
-  layout, as autograd makes them, and copied into it otherwise. An optimizer with such a param
-  checks its grads from Python (the compiled reader takes C-order grads), and
-  ``flat_grads=True`` refuses it. CUDA params must be contiguous.
+  layout, as autograd makes them (by address, as the grads of contiguous params), and copied
+  into it otherwise. ``flat_grads=True`` refuses such a param. CUDA params must be
+  contiguous.
 * **Threads.** A CPU step runs on torch's intra-op thread count (``torch.set_num_threads``),
   as torch.optim's steps do, not on ``pyoptim.set_num_threads``' (which governs pyoptim's own
   API): a process that gives torch one thread per rank gets no more from its optimizer.
@@ -244,6 +244,7 @@ class Optimizer(torch.optim.Optimizer):
         self._flat_grads = flat_grads
         self._flat: _FlatGrads | None = None
         self._layouts: list = []  # add_param_group's
+        self._grad_strides: list = []  # add_param_group's
         self._reader = None  # _make_reader's
         # the engine's step counts in the scalar dtype, for .state: a NumPy array and a tensor
         # sharing it
@@ -295,11 +296,12 @@ class Optimizer(torch.optim.Optimizer):
         # to give its grads and show its state in its layout
         self._layouts = [None if _memory.shape_of(view) == tuple(p.shape) else p.stride()
                          for p, view in zip(engine._params, engine._views)]
-        # grads by address: CPU params on the C++ backend, none empty (address 0 means no grad),
-        # each in C order (the reader and the Python checks ask for contiguous grads)
+        # the strides a grad must have to be read by address where its param is not contiguous
+        # (the compiled reader's rule; a contiguous param's grad must be contiguous)
+        self._grad_strides = [None if p.is_contiguous() else p.stride() for p in engine._params]
+        # grads by address: CPU params on the C++ backend, none empty (address 0 means no grad)
         self._by_address = engine._placement == _arrays.HOST and engine.backend != "numpy" and \
-            all(p.numel() > 0 for p in engine._params) and \
-            all(layout is None for layout in self._layouts)
+            all(p.numel() > 0 for p in engine._params)
         self._reader = self._make_reader() if self._by_address else None
         self._step_counts = np.zeros(len(engine._params), self._scalar_dtype)
         self._steps = torch.from_numpy(self._step_counts)
@@ -409,7 +411,7 @@ class Optimizer(torch.optim.Optimizer):
         try:  # every param has a grad: each check one C call over all of them
             checked = (list(map(_DTYPE, grads)) == self._dtypes
                        and list(map(_NUMEL, grads)) == self._numels
-                       and all(map(_IS_CONTIGUOUS, grads)) and not any(map(_IS_NEG, grads))
+                       and self._in_param_order(grads) and not any(map(_IS_NEG, grads))
                        and all(map(_IS_CPU, grads))
                        and list(map(_DATA_PTR, params)) == self._pointers)
         except AttributeError:  # a param without a grad (None has no dtype): one at a time below
@@ -425,14 +427,16 @@ class Optimizer(torch.optim.Optimizer):
         addresses, held = [], []
         append, hold = addresses.append, held.append
         try:
-            for p, g, pointer, dtype, numel in zip(params, grads, self._pointers, self._dtypes,
-                                                   self._numels):
+            for p, g, pointer, dtype, numel, strides in zip(
+                    params, grads, self._pointers, self._dtypes, self._numels,
+                    self._grad_strides):
                 if g is None:
                     if p.data_ptr() != pointer:
                         return None
                     append(0)
                 elif (p.data_ptr() == pointer and g.dtype is dtype and g.numel() == numel
-                      and g.is_contiguous() and not g.is_neg() and g.is_cpu
+                      and (g.is_contiguous() if strides is None else g.stride() == strides)
+                      and not g.is_neg() and g.is_cpu
                       and (address := g.data_ptr())):
                     append(address)
                     hold(g)
@@ -441,6 +445,14 @@ class Optimizer(torch.optim.Optimizer):
         except RuntimeError:  # a sparse grad has no strides
             return None
         return GradAddresses(addresses, held)
+
+    def _in_param_order(self, grads: list) -> bool:
+        """Whether every grad lies in memory as its param does: contiguous, or with the strides
+        of a param that is not (channels_last)."""
+        if not any(self._grad_strides):
+            return all(map(_IS_CONTIGUOUS, grads))
+        return all(g.is_contiguous() if strides is None else g.stride() == strides
+                   for g, strides in zip(grads, self._grad_strides))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """torch.optim's zero_grad. With ``flat_grads=True``, every param's ``.grad`` is its view

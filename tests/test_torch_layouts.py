@@ -13,7 +13,7 @@ import pytest
 from test_torch_optim import (TOLERANCES, assert_same_state, loss_of, make_data, make_model,
                               needs_core, pt, torch)
 
-pytestmark = needs_core
+pytestmark = [needs_core, pytest.mark.usefixtures("grad_reader")]
 
 NAMES = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "NAdam", "RAdam", "Adamax", "Adadelta",
          "ASGD", "Rprop", "Lion", "Lamb"]
@@ -139,3 +139,24 @@ def test_a_param_of_no_single_block_is_still_refused():
     base = torch.zeros(4, 6)
     with pytest.raises(ValueError, match="not C-contiguous"):
         pt.Adam([torch.nn.Parameter(base[:, ::2])])
+
+
+@pytest.mark.parametrize("grad_order", ["channels_last", "C"])
+def test_grads_in_their_params_order_are_read_by_address(grad_order, grad_reader):
+    """The grads of channels_last params, as autograd makes them, are read by address as those
+    of contiguous params are (by the compiled reader, or by the Python checks where it is off),
+    and a grad in C order is not (its values are copied into the param's order): the reader
+    and the Python checks agree."""
+    params = _params(torch.float32, True)
+    opt = pt.Adam(params)
+    for p in params:
+        g = torch.ones(p.shape)
+        p.grad = g.contiguous(memory_format=CHANNELS_LAST) \
+            if grad_order == "channels_last" and g.ndim == 4 else g
+    by_python = opt._grad_addresses() is not None
+    assert by_python == (grad_order == "channels_last")
+    if grad_reader == "compiled":
+        assert opt._reader.read() == by_python
+        opt._reader.release()
+    opt.step()
+    assert torch.equal(opt.state[params[0]]["exp_avg"], torch.full(params[0].shape, 0.1))
