@@ -299,6 +299,7 @@ class Optimizer(torch.optim.Optimizer):
         # the strides a grad must have to be read by address where its param is not contiguous
         # (the compiled reader's rule; a contiguous param's grad must be contiguous)
         self._grad_strides = [None if p.is_contiguous() else p.stride() for p in engine._params]
+        self._all_contiguous = not any(self._grad_strides)
         # grads by address: CPU params on the C++ backend, none empty (address 0 means no grad)
         self._by_address = engine._placement == _arrays.HOST and engine.backend != "numpy" and \
             all(p.numel() > 0 for p in engine._params)
@@ -449,7 +450,7 @@ class Optimizer(torch.optim.Optimizer):
     def _in_param_order(self, grads: list) -> bool:
         """Whether every grad lies in memory as its param does: contiguous, or with the strides
         of a param that is not (channels_last)."""
-        if not any(self._grad_strides):
+        if self._all_contiguous:
             return all(map(_IS_CONTIGUOUS, grads))
         return all(g.is_contiguous() if strides is None else g.stride() == strides
                    for g, strides in zip(grads, self._grad_strides))
