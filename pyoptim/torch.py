@@ -50,12 +50,12 @@ What differs from torch.optim:
   pyoptim's float32 state of 16-bit params to the param dtype (torch's behaviour).
 * **State is allocated when the optimizer is built**, not at the first step (``opt.state``
   shows a param's entry once it has taken a step, as torch's does; Adagrad's from the start,
-  as torch's). Its tensors share memory
-  with the optimizer: update them in place. What is written to ``opt.state`` counts from the
-  next step (or ``state_dict()``), as in torch: a tensor assigned to an entry
-  (``opt.state[p]["exp_avg"] = t``) is copied into the state the kernels use, which the entry
-  then holds again (``t`` itself is not updated by later steps, as it would be by torch's);
-  it must have the state's dtype and shape (a TypeError or ValueError names it otherwise). A
+  as torch's). Its tensors share memory with the optimizer: update them in place. What is
+  written to ``opt.state`` counts from the next step (or ``state_dict()``), as in torch: a
+  tensor assigned to an entry (``opt.state[p]["exp_avg"] = t``) is copied into the state the
+  kernels use, which the entry then holds again (``t`` itself is not updated by later steps,
+  as it would be by torch's); it must have the state's dtype and shape (a TypeError or
+  ValueError names it otherwise). A
   ``step`` assigned or written in place sets the param's step count (to a whole number; 0 is
   refused: delete the entry to start a param afresh); keys of your own stay in their entries.
   ``state_dict()`` returns the state tensors, the state the kernels use, as torch's does (not
