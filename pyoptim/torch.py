@@ -684,8 +684,17 @@ class Optimizer(torch.optim.Optimizer):
             for g, saved in enumerate(state_dict["param_groups"]):
                 if isinstance(saved, dict):
                     _check_lr(saved.get("lr"), f"param_groups[{g}]: lr")
+        # the checkpoint's param indices, as far as its groups say (the engine checks them)
+        try:
+            param_of = {index: p for group, saved in zip(
+                self.param_groups, saved_groups if isinstance(saved_groups, (list, tuple)) else ())
+                if isinstance(saved, dict) and isinstance(saved.get("params"), (list, tuple))
+                for index, p in zip(saved["params"], group["params"])}
+        except TypeError:  # an index that is no key: refused by the engine below
+            param_of = {}
         # keys of your own in state entries ride along; state names go to the engine (which
-        # refuses another optimizer's); an entry left empty is no state, as in torch
+        # refuses another optimizer's), for a param it takes as the 1-D array of its memory in
+        # that order; an entry left empty is no state, as in torch
         entries, mine = state_dict.get("state"), {}
         if isinstance(entries, dict):
             state_dict["state"] = {}
@@ -697,20 +706,11 @@ class Optimizer(torch.optim.Optimizer):
                     entry = {k: v for k, v in entry.items() if k in _STATE_KEYS}
                     if not entry:
                         continue
+                    p = param_of.get(index)
+                    if p is not None and self._layouts[engine._index_of[id(p)]] is not None:
+                        entry = {k: _in_memory_order(v, p) if k in engine._spec.states else v
+                                 for k, v in entry.items()}
                 state_dict["state"][index] = entry
-        # the state of a param the engine takes as the 1-D array of its memory, in that order
-        if isinstance(saved_groups, (list, tuple)) and isinstance(state_dict.get("state"), dict):
-            index_of = {index: engine._index_of[id(p)]
-                        for group, saved in zip(self.param_groups, saved_groups)
-                        if isinstance(saved, dict) and isinstance(saved.get("params"), list)
-                        for index, p in zip(saved["params"], group["params"])}
-            for index, entry in state_dict["state"].items():
-                i = index_of.get(index)
-                if i is not None and self._layouts[i] is not None:
-                    p = engine._params[i]
-                    state_dict["state"][index] = {
-                        k: _in_memory_order(v, p) if k in engine._spec.states
-                        and isinstance(v, torch.Tensor) else v for k, v in entry.items()}
         # other top-level keys (metadata a state_dict post-hook added) are ignored, as by torch
         engine.load_state_dict({k: v for k, v in state_dict.items()
                                 if k in ("state", "param_groups", "pyoptim")})
@@ -721,8 +721,6 @@ class Optimizer(torch.optim.Optimizer):
                     del group[key]
             group.update(_extra_keys(saved, engine))
         self._refresh_state(fresh=True)
-        param_of = {index: p for group, saved in zip(self.param_groups, saved_groups)
-                    for index, p in zip(saved["params"], group["params"])}
         for index, own in mine.items():
             dict.update(self.state[param_of[index]], own)
         for hook in self._optimizer_load_state_dict_post_hooks.values():
@@ -891,7 +889,7 @@ class _State(defaultdict):
         self.deleted = True
         return item
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key, default=None):  # marks an edit only where it sets
         if key not in self:
             self[key] = default
         return self[key]
@@ -918,10 +916,7 @@ class _Entry(dict):
     def __reduce__(self):
         return dict, (dict(self),)
 
-    def setdefault(self, key, default=None):
-        if key not in self:
-            self[key] = default
-        return self[key]
+    setdefault = _State.setdefault
 
 
 def _noting_edit(name: str):
