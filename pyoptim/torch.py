@@ -71,8 +71,8 @@ What differs from torch.optim:
   array of its memory, its state kept in the same order and shown and saved in the param's
   layout (as torch's ``zeros_like(p)``). Its grads are read without a copy when they have its
   layout, as autograd makes them (by address, as the grads of contiguous params), and copied
-  into it otherwise. ``flat_grads=True`` refuses such a param. CUDA params must be
-  contiguous.
+  into it otherwise; with ``flat_grads=True`` its view of the flat buffer has its layout (the
+  buffer holds its grad in its memory's order). CUDA params must be contiguous.
 * **Threads.** A CPU step runs on torch's intra-op thread count (``torch.set_num_threads``),
   as torch.optim's steps do, not on ``pyoptim.set_num_threads``' (which governs pyoptim's own
   API): a process that gives torch one thread per rank gets no more from its optimizer.
@@ -138,6 +138,7 @@ _DATA_PTR = torch.Tensor.data_ptr
 _DTYPE = operator.attrgetter("dtype")
 _NUMEL = torch.Tensor.numel
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
+_STRIDE = torch.Tensor.stride
 _IS_NEG = torch.Tensor.is_neg
 _IS_CPU = operator.attrgetter("is_cpu")
 _INCOMPLETE = object()  # Optimizer._state_complete while some param has not stepped
@@ -274,12 +275,6 @@ class Optimizer(torch.optim.Optimizer):
         finally:
             self.param_groups = groups
         _check_lr(group["lr"], f"param_groups[{len(groups)}]: lr")
-        if self._flat_grads:
-            for j, p in enumerate(group["params"]):
-                if isinstance(p, torch.Tensor) and not p.is_contiguous():
-                    raise ValueError(
-                        f"param_groups[{len(groups)}]: params[{j}] is not contiguous (e.g. "
-                        "channels_last); flat_grads=True takes contiguous params only")
         # the engine takes its hyperparameters (and refuses another optimizer's); other keys
         # (param_names, your own) ride along
         engine.add_param_group(_engine_keys(group, engine))
@@ -984,7 +979,8 @@ class _FlatGrads:
     no step, as in torch). Each view starts on a cache line; a param's existing .grad is copied
     into its view."""
 
-    __slots__ = ("buffers", "views", "given", "_owned", "_addresses", "_numels", "_metadata")
+    __slots__ = ("buffers", "views", "given", "_owned", "_addresses", "_numels", "_strides",
+                 "_metadata")
 
     def __init__(self, params: list):
         offsets, ends = [], {}
@@ -1004,8 +1000,10 @@ class _FlatGrads:
         with torch.no_grad():
             for p, start in zip(params, offsets):
                 view = None
-                if start is not None:
-                    view = buffer_of[p.dtype, p.device][start:start + p.numel()].view(p.shape)
+                if start is not None:  # laid out as its param (channels_last: its strides)
+                    view = buffer_of[p.dtype, p.device][start:start + p.numel()]
+                    view = view.view(p.shape) if p.is_contiguous() else \
+                        view.as_strided(p.shape, p.stride())
                     if p.grad is not None:
                         view.copy_(p.grad if p.grad.layout == torch.strided else
                                    p.grad.to_dense())
@@ -1014,6 +1012,9 @@ class _FlatGrads:
         self._owned = [v for v in self.views if v is not None]
         self._addresses = [v.data_ptr() for v in self._owned]
         self._numels = [v.numel() for v in self._owned]
+        # the views' strides where one is not contiguous (else all are, checked as such)
+        self._strides = None if all(v.is_contiguous() for v in self._owned) else \
+            [v.stride() for v in self._owned]
         self._metadata = _metadata_lines(list(params) + self._owned)
         self.given = None  # set by the optimizer: what its engine's step takes for the views
 
@@ -1027,7 +1028,8 @@ class _FlatGrads:
             _cpu.core()._prefetch(self._metadata)
         return (all(map(operator.is_, map(_GRAD, params), self.views))
                 and list(map(_DATA_PTR, self._owned)) == self._addresses
-                and all(map(_IS_CONTIGUOUS, self._owned))
+                and (all(map(_IS_CONTIGUOUS, self._owned)) if self._strides is None
+                     else list(map(_STRIDE, self._owned)) == self._strides)
                 and list(map(_NUMEL, self._owned)) == self._numels
                 and list(map(_DATA_PTR, params)) == pointers)
 

@@ -127,10 +127,27 @@ def test_checkpoints_of_channels_last_params_go_both_ways(name):
                           **TOLERANCES[torch.float64])
 
 
-def test_flat_grads_takes_contiguous_params_only():
-    model = make_model().to(memory_format=CHANNELS_LAST)
-    with pytest.raises(ValueError, match=r"params\[0\] is not contiguous .*flat_grads"):
-        pt.Adam(model.parameters(), flat_grads=True)
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_flat_grads_views_of_channels_last_params_have_their_layout(name):
+    """flat_grads=True gives each param a .grad that views one flat buffer; a channels_last
+    param's view has its strides (its grad lies in the buffer in its memory's order), so that
+    backward accumulates into it and steps read it by address. (It was refused.) 6 steps,
+    bit-identical to the same model without flat_grads; the views stay the grads."""
+    models = [make_model(torch.float64).to(memory_format=CHANNELS_LAST) for _ in range(2)]
+    opts = [getattr(pt, name)(m.parameters(), flat_grads=flat, **KWARGS.get(name, {}))
+            for m, flat in zip(models, (True, False))]
+    flat = opts[0]._flat
+    assert flat.views[0].stride() == models[0].conv.weight.stride()
+    for t in range(6):
+        data = make_data(torch.float64, seed=20 + t)
+        for model, opt in zip(models, opts):
+            opt.zero_grad()
+            loss_of(model, data).backward()
+        assert flat.in_place(opts[0]._engine._params, opts[0]._pointers)
+        for opt in opts:
+            opt.step()
+        for p, q in zip(*(m.parameters() for m in models)):
+            assert torch.equal(p, q), t
 
 
 def test_a_param_of_no_single_block_is_still_refused():
