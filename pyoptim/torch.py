@@ -828,26 +828,30 @@ class Lamb(Optimizer):
     _engine_class = optim.Lamb
 
 
+def _noting(method, note):
+    """method, calling note(self) first: how _Params, _State and _Entry note that they were
+    changed."""
+
+    def noted(self, *args, **kwargs):
+        note(self)
+        return method(self, *args, **kwargs)
+
+    noted.__name__ = method.__name__
+    return noted
+
+
 class _Params(list):
     """A param group's "params", which notes that it was changed."""
 
     changed = False
 
-
-def _noting_change(name: str):
-    method = getattr(list, name)
-
-    def changing(self, *args, **kwargs):
+    def _note(self):
         self.changed = True
-        return method(self, *args, **kwargs)
-
-    changing.__name__ = name
-    return changing
 
 
 for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert",
               "pop", "remove", "clear", "sort", "reverse"):
-    setattr(_Params, _name, _noting_change(_name))
+    setattr(_Params, _name, _noting(getattr(list, _name), _Params._note))
 
 
 class _State(defaultdict):
@@ -862,36 +866,22 @@ class _State(defaultdict):
         dict.__setitem__(self, key, entry)
         return entry
 
-    def __setitem__(self, key, value):  # a whole entry: what it holds replaces what was there
-        super().__setitem__(key, value)
+    def _note_deleted(self):
+        self.deleted = True
+
+    def _note_replaced(self):  # whole entries: what they hold replaces what was there
         self.edited = self.deleted = True
-
-    def __delitem__(self, key):
-        super().__delitem__(key)
-        self.deleted = True
-
-    def clear(self):
-        super().clear()
-        self.deleted = True
-
-    def pop(self, *args):
-        value = super().pop(*args)
-        self.deleted = True
-        return value
-
-    def popitem(self):
-        item = super().popitem()
-        self.deleted = True
-        return item
 
     def setdefault(self, key, default=None):  # marks an edit only where it sets
         if key not in self:
             self[key] = default
         return self[key]
 
-    def update(self, *args, **kwargs):
-        super().update(*args, **kwargs)
-        self.edited = self.deleted = True
+
+for _name in ("__delitem__", "clear", "pop", "popitem"):
+    setattr(_State, _name, _noting(getattr(defaultdict, _name), _State._note_deleted))
+for _name in ("__setitem__", "update"):
+    setattr(_State, _name, _noting(getattr(defaultdict, _name), _State._note_replaced))
 
 
 class _Entry(dict):
@@ -911,23 +901,15 @@ class _Entry(dict):
     def __reduce__(self):
         return dict, (dict(self),)
 
+    def _note(self):
+        if self.owner is not None:
+            self.owner.edited = True
+
     setdefault = _State.setdefault
 
 
-def _noting_edit(name: str):
-    method = getattr(dict, name)
-
-    def editing(self, *args, **kwargs):
-        if self.owner is not None:
-            self.owner.edited = True
-        return method(self, *args, **kwargs)
-
-    editing.__name__ = name
-    return editing
-
-
 for _name in ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem", "update"):
-    setattr(_Entry, _name, _noting_edit(_name))
+    setattr(_Entry, _name, _noting(getattr(dict, _name), _Entry._note))
 
 
 # every hyperparameter name of pyoptim's optimizers (torch's flags included)
